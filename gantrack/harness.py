@@ -1,0 +1,354 @@
+"""The training loop and its probes.
+
+One step in the book's order (chapter 10): D on a real half batch, D on a fake half batch
+(fakes from ``G.predict``: G's BatchNorm in inference mode), then G on a fresh full batch
+labelled "real" through a frozen D. Every loss is the forward pass *before* its own
+update, as Keras's ``train_on_batch`` reports it. ``schedule="joint"`` replaces the two D
+updates with one on the concatenated batch (the chapter's convergence failure); ``n_critic``
+repeats the D part (WGAN), logging its last repetition.
+
+The 2×2 probes (DESIGN.md §3) evaluate both fake batches (D's and G's) under both
+discriminators (D as it computed ``d_fake`` and D as it computed ``g``). Two of the four
+cells are the training forward passes themselves; the other two are extra forward passes
+under ``no_grad`` with BatchNorm running statistics restored afterwards, and draw nothing
+from the training random stream — so curves with probes on and off are identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from . import __version__, data, figures, models, tracking
+from .config import PRESETS, Config, validate
+from .errors import GantrackError, TrainingDiverged
+from .losses import LossFamily, family, gradient_penalty
+
+PROBE_BATCHES = ("dbatch", "gbatch")
+PROBE_WHEN = ("before", "after")
+
+
+@contextmanager
+def bn_stats_frozen(module: nn.Module):
+    """Run forward passes in train mode without moving BatchNorm's running statistics.
+
+    The layers get scratch copies of their buffers for the duration and the originals back
+    afterwards; the originals are never written, so autograd's saved-tensor versions stay valid.
+    """
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    saved = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in bns]
+    for m in bns:
+        m.running_mean, m.running_var = m.running_mean.clone(), m.running_var.clone()
+        m.num_batches_tracked = m.num_batches_tracked.clone()
+    try:
+        yield
+    finally:
+        for m, (mean, var, n) in zip(bns, saved):
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, n
+
+
+@contextmanager
+def d_as_in_g_step(D: nn.Module, cfg: Config):
+    """D as the generator step sees it: frozen weights; BatchNorm on the batch's own statistics
+    (Keras 2.2.4, the book) or on its moving statistics (tf.keras >= 2), running stats untouched."""
+    if cfg.d_bn_in_g_step == "moving":
+        D.eval()
+        try:
+            yield
+        finally:
+            D.train()
+    else:
+        with bn_stats_frozen(D):
+            yield
+
+
+@dataclass
+class GAN:
+    """The trainable state of a run (what a checkpoint holds)."""
+
+    cfg: Config
+    fam: LossFamily
+    D: nn.Module
+    G: nn.Module
+    opt_d: torch.optim.Optimizer
+    opt_g: torch.optim.Optimizer
+    gen: torch.Generator  # the training random stream: real indices, latent points, GP mixing
+    real: torch.Tensor | None  # image dataset (N, 1, 28, 28), or None for toy samplers
+    d_before: nn.Module | None = None  # copy of D as it computed d_fake (probes only)
+
+    def sample_real(self, n: int) -> torch.Tensor:
+        if self.real is not None:  # chapter 10 draws real samples with replacement
+            return self.real[torch.randint(0, len(self.real), (n,), generator=self.gen)]
+        return data.TOYS[self.cfg.dataset](n, self.gen)
+
+    def latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, generator=self.gen)
+
+
+def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+
+
+def build_gan(cfg: Config, real: torch.Tensor | None = None) -> GAN:
+    """Models, optimisers and random stream for ``cfg``; same seed → same initial state."""
+    torch.manual_seed(cfg.seed)  # parameter initialisation
+    D, G = models.build(cfg, 0 if cfg.model == "dcgan" else data.data_dim(cfg.dataset))
+    gan = GAN(cfg, family(cfg.loss, cfg.clip_eps), D, G, _optimizer(cfg, D.parameters()),
+              _optimizer(cfg, G.parameters()), torch.Generator().manual_seed(cfg.seed), real)
+    if cfg.probes:
+        gan.d_before = copy.deepcopy(D).requires_grad_(False)
+    return gan
+
+
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, norms: bool) -> torch.Tensor | None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]) if norms else None
+    opt.step()
+    return norm
+
+
+def _probe_cell(fam: LossFamily, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return out.mean(), fam.d_fake(out).mean(), fam.g(out).mean()
+
+
+def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
+    """One training iteration; returns every logged quantity as a 0-dim tensor."""
+    cfg, fam, D, G = gan.cfg, gan.fam, gan.D, gan.G
+    d_params, g_params = list(D.parameters()), list(G.parameters())
+    half, m = cfg.half_batch, {}
+    for k in range(cfg.n_critic):
+        last = k == cfg.n_critic - 1
+        real = gan.sample_real(half)
+        z = gan.latent(half)
+        with torch.no_grad():  # Keras G.predict: BatchNorm on moving statistics
+            G.eval()
+            fake = G(z)
+            G.train()
+        if cfg.schedule == "book":
+            out_real = fam.output(D(real))
+            d_real = fam.d_real(out_real).mean()
+            m["grad/d_real_norm"] = _update(gan.opt_d, d_real, d_params, cfg.grad_norms)
+            if gan.d_before is not None and last:
+                gan.d_before.load_state_dict(D.state_dict())
+            out_fake = fam.output(D(fake))
+            d_fake = fam.d_fake(out_fake).mean()
+            d_loss = d_fake
+        else:  # joint: one update on real + fake, BatchNorm sees the mixed batch
+            if gan.d_before is not None and last:
+                gan.d_before.load_state_dict(D.state_dict())
+            out = fam.output(D(torch.cat([real, fake])))
+            out_real, out_fake = out[:half], out[half:]
+            d_real, d_fake = fam.d_real(out_real).mean(), fam.d_fake(out_fake).mean()
+            d_loss = 0.5 * (d_real + d_fake)  # mean over the combined batch, as Keras computes it
+        if fam.gradient_penalty:
+            gp = gradient_penalty(D, real, fake, gan.gen)
+            d_loss = d_loss + cfg.gp_weight * gp
+            m["loss/gp"] = gp.detach()
+        m["grad/d_norm"] = _update(gan.opt_d, d_loss, d_params, cfg.grad_norms)
+
+    # generator step: fresh latent batch, labels "real", D frozen
+    z_gen = gan.latent(cfg.batch_size)
+    D.requires_grad_(False)
+    x_gen = G(z_gen)
+    with d_as_in_g_step(D, cfg):
+        out_gen = fam.output(D(x_gen))
+    g = fam.g(out_gen).mean()
+    m["grad/g_norm"] = _update(gan.opt_g, g, g_params, cfg.grad_norms)
+    D.requires_grad_(True)
+
+    out_real, out_fake, out_gen = out_real.detach(), out_fake.detach(), out_gen.detach()
+    m.update({
+        "loss/d_real": d_real.detach(), "loss/d_fake": d_fake.detach(),
+        # the mean of the two halves (what a joint batch reports); the book logs d1, d2 apart
+        "loss/d": 0.5 * (d_real.detach() + d_fake.detach()), "loss/g": g.detach(),
+        "acc/real": (out_real > fam.threshold).float().mean(),
+        "acc/fake": (out_fake <= fam.threshold).float().mean(),
+        "prob/real": out_real.mean(), "prob/fake": out_fake.mean(), "prob/gen": out_gen.mean(),
+    })
+    if gan.d_before is not None:
+        with torch.no_grad():
+            with d_as_in_g_step(D, cfg):
+                out_dbatch_after = fam.output(D(fake))
+            # D as it computed d_fake: train mode (batch statistics); its copy's buffers are scratch
+            out_gbatch_before = fam.output(gan.d_before(x_gen.detach()))
+        cells = {"dbatch_before": out_fake, "dbatch_after": out_dbatch_after,
+                 "gbatch_before": out_gbatch_before, "gbatch_after": out_gen}
+        for name, out in cells.items():
+            p, df, gg = _probe_cell(fam, out)
+            m[f"probe/{name}/p"], m[f"probe/{name}/d_fake"], m[f"probe/{name}/g"] = p, df, gg
+    if cfg.grad_norms:
+        m["weights/d_norm"] = torch.nn.utils.get_total_norm(d_params)
+        m["weights/g_norm"] = torch.nn.utils.get_total_norm(g_params)
+    return {k: v for k, v in m.items() if v is not None}
+
+
+def total_steps(cfg: Config, n_real: int | None) -> int:
+    if cfg.steps:
+        return cfg.steps
+    per_epoch = cfg.batches_per_epoch or (max(1, n_real // cfg.batch_size) if n_real else 100)
+    return cfg.epochs * per_epoch
+
+
+def _run_name(cfg: Config) -> str:
+    return f"{cfg.scenario}-{cfg.loss}-s{cfg.seed}"
+
+
+def _description(cfg: Config, steps: int) -> str:
+    what = PRESETS[cfg.scenario][0] if cfg.scenario in PRESETS else f"Scenario {cfg.scenario}."
+    return (f"{what} Loss family `{cfg.loss}`, schedule `{cfg.schedule}`, arch `{cfg.arch}`, width {cfg.width}, "
+            f"seed {cfg.seed}, {steps} steps. Every loss component is logged each step (`loss/*`, `acc/*`, "
+            f"`prob/*`, `grad/*`{', and the 2x2 `probe/*` grid' if cfg.probes else ''}); "
+            "analysis results appear as `osc/*` and `explain/*`.")
+
+
+class _Samples:
+    """Sample grids from a fixed latent batch (its own random stream: the training stream is untouched)."""
+
+    def __init__(self, gan: GAN, n: int = 25):
+        g = torch.Generator().manual_seed(gan.cfg.seed + 1_000_003)
+        self.z = torch.randn(n if gan.real is not None else 500, gan.cfg.latent_dim, generator=g)
+        self.reference = None if gan.real is not None else data.TOYS[gan.cfg.dataset](500, g).numpy()
+
+    def save(self, gan: GAN, step: int, folder: Path) -> Path:
+        with torch.no_grad():
+            gan.G.eval()
+            x = gan.G(self.z).numpy()
+            gan.G.train()
+        path = folder / f"samples_step{step:06d}.png"
+        if self.reference is None:
+            n, side = len(x), int(math.ceil(math.sqrt(len(x))))
+            tiles = np.ones((side * side, 28, 28), dtype=np.float32)
+            tiles[:n] = (x[:, 0] + 1) / 2
+            grid = tiles.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)
+            figures.plt.imsave(path, 1 - grid, cmap="gray", vmin=0, vmax=1)
+        else:
+            fig = figures.scatter_samples(self.reference, x, f"step {step}")
+            fig.savefig(path, dpi=80)
+            figures.close(fig)
+        return path
+
+
+def _load_real(cfg: Config) -> torch.Tensor | None:
+    if cfg.dataset in ("mnist-eights", "mnist"):
+        return data.image_dataset(cfg.dataset, cfg.data_path, cfg.digit)
+    return None
+
+
+def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) -> str:
+    """Train ``config`` and log everything to MLflow; returns the run id.
+
+    The tracking store is MLflow's default (sqlite ``./mlflow.db``, artifacts ``./mlruns``)
+    unless ``tracking_uri`` or ``MLFLOW_TRACKING_URI`` names another. A run that fails ends
+    FAILED with the reason in the ``gantrack.failure`` tag; Ctrl-C ends it KILLED.
+    """
+    from mlflow.entities import Param, RunTag
+
+    cfg = validate(config)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    real = _load_real(cfg)  # bad data fails here, before any run exists
+    mlclient = tracking.client(uri)
+    exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)
+    steps = total_steps(cfg, None if real is None else len(real))
+    tags = {"gantrack.scenario": cfg.scenario, "gantrack.loss": cfg.loss, "gantrack.dataset": cfg.dataset,
+            "gantrack.seed": str(cfg.seed), "gantrack.version": __version__, "gantrack.arch": cfg.arch,
+            "gantrack.schedule": cfg.schedule, "gantrack.config_hash": cfg.config_hash(),
+            "gantrack.steps": str(steps), "mlflow.note.content": _description(cfg, steps)}
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    try:
+        run = mlclient.create_run(exp_id, tags=tags, run_name=_run_name(cfg))
+    except Exception as e:
+        raise GantrackError(f"cannot create a run in {uri}: {str(e).splitlines()[0]}") from None
+    run_id = run.info.run_id
+    buffer = tracking.MetricBuffer(mlclient, run_id)
+    try:
+        params = [Param(k, v) for k, v in tracking.flatten(cfg.to_dict()).items()]
+        params.append(Param("total_steps", str(steps)))
+        mlclient.log_batch(run_id, params=params, tags=[RunTag("gantrack.status", "training")])
+        mlclient.log_dict(run_id, cfg.to_dict(), "config.json")
+        _loop(cfg, mlclient, run_id, buffer, build_gan(cfg, real), steps, quiet)
+    except BaseException as e:
+        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        try:
+            buffer.close()
+            mlclient.set_tag(run_id, "gantrack.failure", reason[:4000])
+            mlclient.set_terminated(run_id, status)
+        except Exception:  # the store itself is gone: the spool file (if any) holds the metrics
+            pass
+        raise
+    return run_id
+
+
+def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan: GAN, steps: int,
+          quiet: bool) -> None:
+    from tqdm import tqdm
+
+    samples = _Samples(gan)
+    history: dict[str, list[float]] = {}
+    bar = tqdm(total=steps, disable=quiet, file=sys.stderr, desc=_run_name(cfg), unit="step", dynamic_ncols=True)
+    with tempfile.TemporaryDirectory(prefix="gantrack-") as tmp:
+        tmpdir = Path(tmp)
+        keys: list[str] | None = None
+        for step in range(1, steps + 1):
+            metrics = gan_step(gan)
+            if keys is None:
+                keys = list(metrics)
+            values = torch.stack([metrics[k].float() for k in keys]).tolist()  # one sync, not one per key
+            buffer.add(step, zip(keys, values))
+            for k, v in zip(keys, values):
+                history.setdefault(k, []).append(v)
+            bad = [k for k, v in zip(keys, values) if k.startswith("loss/") and not math.isfinite(v)]
+            if bad:
+                mlclient.set_tag(run_id, "gantrack.nonfinite_step", str(step))
+                if not cfg.allow_nan:
+                    buffer.flush()
+                    raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {step} "
+                                           "(rerun with --allow-nan to continue)")
+            if step % cfg.flush_every == 0:
+                buffer.flush()
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                mlclient.log_artifact(run_id, str(samples.save(gan, step, tmpdir)), "samples")
+            if not quiet and (step % 10 == 0 or step == steps):
+                bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in ("loss/d_real", "loss/d_fake", "loss/g")},
+                                refresh=False)
+            bar.update(1)
+        bar.close()
+        if spool := buffer.close():
+            mlclient.set_tag(run_id, "gantrack.spool", str(spool))
+        _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir)
+
+
+def _finish(cfg, mlclient, run_id, gan: GAN, samples: _Samples, steps: int, history, tmpdir: Path) -> None:
+    """Final artifacts (curves, last samples, weights) and the FINISHED status."""
+    if not cfg.sample_every or steps % cfg.sample_every:
+        mlclient.log_artifact(run_id, str(samples.save(gan, steps, tmpdir)), "samples")
+    fig = figures.book_plots(np.arange(1, steps + 1), {k: np.asarray(v) for k, v in history.items()})
+    fig.savefig(tmpdir / "plot_line_plot_loss.png", dpi=100)
+    figures.close(fig)
+    mlclient.log_artifact(run_id, str(tmpdir / "plot_line_plot_loss.png"), "plots")
+    wdir = tmpdir / "weights"
+    wdir.mkdir()
+    torch.save(gan.D.state_dict(), wdir / "discriminator.pt")
+    torch.save(gan.G.state_dict(), wdir / "generator.pt")
+    mlclient.log_artifacts(run_id, str(wdir), "weights")
+    mlclient.set_tag(run_id, "gantrack.status", "finished")
+    mlclient.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))

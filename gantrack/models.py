@@ -1,0 +1,133 @@
+"""The players: chapter 10's DCGAN, small MLPs for the toys, and the Dirac-GAN's one-parameter pair.
+
+Every discriminator returns a raw score per sample, shape (n,): a logit for the BCE
+families (the loss family applies the sigmoid, as Keras's final activation would) and
+the critic value for WGAN and hinge.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import Config
+
+
+def _bn(channels: int, cfg: Config) -> nn.Module:
+    # Keras momentum 0.99 means moving = 0.99 * moving + 0.01 * batch; PyTorch calls 0.01 the momentum.
+    return nn.BatchNorm2d(channels, eps=cfg.bn_eps, momentum=1.0 - cfg.bn_momentum)
+
+
+def _keras_init(module: nn.Module) -> None:
+    """Chapter 10: kernels N(0, 0.02), biases zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANDiscriminator(nn.Module):
+    """[Conv 4×4 s2 'same' → (BN) → LeakyReLU 0.2] × 2 → Flatten → Dense(1)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        c = max(1, round(64 * cfg.width))
+        bn = cfg.arch == "bn"
+        layers: list[nn.Module] = []
+        for cin in (1, c):
+            layers.append(nn.Conv2d(cin, c, 4, stride=2, padding=1))
+            if bn:
+                layers.append(_bn(c, cfg))
+            layers.append(nn.LeakyReLU(0.2))
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(c * 7 * 7, 1)
+        _keras_init(self)
+        nn.init.xavier_uniform_(self.head.weight)  # the book leaves the output Dense at glorot-uniform
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
+class DCGANGenerator(nn.Module):
+    """Dense → 128×7×7 → LeakyReLU → [ConvT 4×4 s2 → (BN) → LeakyReLU] × 2 → Conv 7×7 → tanh."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        c = max(1, round(128 * cfg.width))
+        bn = cfg.arch == "bn"
+        self.c = c
+        self.project = nn.Sequential(nn.Linear(cfg.latent_dim, c * 7 * 7), nn.LeakyReLU(0.2))
+        layers: list[nn.Module] = []
+        for _ in range(2):
+            layers.append(nn.ConvTranspose2d(c, c, 4, stride=2, padding=1))
+            if bn:
+                layers.append(_bn(c, cfg))
+            layers.append(nn.LeakyReLU(0.2))
+        layers += [nn.Conv2d(c, 1, 7, padding=3), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        _keras_init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.project(z).view(-1, self.c, 7, 7))
+
+
+def _he_uniform(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+class MLPDiscriminator(nn.Module):
+    """Chapter 6: Dense(hidden, ReLU, he_uniform) → Dense(1)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        _he_uniform(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+class MLPGenerator(nn.Module):
+    """Chapter 6: latent → Dense(hidden, ReLU, he_uniform) → Dense(dim, linear)."""
+
+    def __init__(self, latent_dim: int, hidden: int, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        _he_uniform(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class DiracDiscriminator(nn.Module):
+    """D(x) = sigmoid(psi * x): returns the logit psi * x."""
+
+    def __init__(self, psi0: float):
+        super().__init__()
+        self.psi = nn.Parameter(torch.tensor([float(psi0)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.psi).squeeze(1)
+
+
+class DiracGenerator(nn.Module):
+    """G(z) = theta for every z."""
+
+    def __init__(self, theta0: float):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([float(theta0)]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.theta.expand(z.shape[0], 1)
+
+
+def build(cfg: Config, data_dim: int = 0) -> tuple[nn.Module, nn.Module]:
+    """(discriminator, generator) for a config; parameters drawn from torch's global RNG."""
+    if cfg.model == "dcgan":
+        return DCGANDiscriminator(cfg), DCGANGenerator(cfg)
+    if cfg.model == "mlp":
+        return MLPDiscriminator(data_dim, cfg.mlp_hidden_d), MLPGenerator(cfg.latent_dim, cfg.mlp_hidden_g, data_dim)
+    return DiracDiscriminator(cfg.dirac_psi0), DiracGenerator(cfg.dirac_theta0)
