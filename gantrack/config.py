@@ -46,6 +46,9 @@ class Config:
     bn_momentum: float = 0.99  # Keras convention (PyTorch momentum = 1 - this)
     bn_eps: float = 1e-3
     d_bn_in_g_step: str = "batch"  # "batch": Keras 2.2.4 (book); "moving": tf.keras >= 2
+    # Keras 2.2.4 (TF backend) zero-debiases BatchNorm's moving averages, so G.predict sees batch-like
+    # statistics from the first step; PyTorch and tf.keras >= 2 start from mean 0, var 1 instead
+    bn_zero_debias: bool = True
     dirac_theta0: float = 1.0
     dirac_psi0: float = 0.0
     # loss and schedule

@@ -47,15 +47,16 @@ def bn_stats_frozen(module: nn.Module):
     afterwards; the originals are never written, so autograd's saved-tensor versions stay valid.
     """
     bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
-    saved = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in bns]
+    saved = [dict(m._buffers) for m in bns]
     for m in bns:
-        m.running_mean, m.running_var = m.running_mean.clone(), m.running_var.clone()
-        m.num_batches_tracked = m.num_batches_tracked.clone()
+        for name, buf in list(m._buffers.items()):
+            if buf is not None:
+                m._buffers[name] = buf.clone()
     try:
         yield
     finally:
-        for m, (mean, var, n) in zip(bns, saved):
-            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, n
+        for m, buffers in zip(bns, saved):
+            m._buffers.update(buffers)
 
 
 @contextmanager
@@ -102,8 +103,19 @@ def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
 
 
+def _load_real(cfg: Config) -> torch.Tensor | None:
+    if cfg.dataset in ("mnist-eights", "mnist"):
+        return data.image_dataset(cfg.dataset, cfg.data_path, cfg.digit)
+    return None
+
+
 def build_gan(cfg: Config, real: torch.Tensor | None = None) -> GAN:
-    """Models, optimisers and random stream for ``cfg``; same seed → same initial state."""
+    """Models, optimisers and random stream for ``cfg``; same seed → same initial state.
+
+    ``real``: the image dataset, loaded from the config when not given.
+    """
+    if real is None:
+        real = _load_real(cfg)
     torch.manual_seed(cfg.seed)  # parameter initialisation
     D, G = models.build(cfg, 0 if cfg.model == "dcgan" else data.data_dim(cfg.dataset))
     gan = GAN(cfg, family(cfg.loss, cfg.clip_eps), D, G, _optimizer(cfg, D.parameters()),
@@ -240,12 +252,6 @@ class _Samples:
             fig.savefig(path, dpi=80)
             figures.close(fig)
         return path
-
-
-def _load_real(cfg: Config) -> torch.Tensor | None:
-    if cfg.dataset in ("mnist-eights", "mnist"):
-        return data.image_dataset(cfg.dataset, cfg.data_path, cfg.digit)
-    return None
 
 
 def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) -> str:

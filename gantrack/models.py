@@ -13,7 +13,40 @@ from torch import nn
 from .config import Config
 
 
+class KerasBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose moving averages are zero-debiased, as standalone Keras 2.2 on TensorFlow keeps them.
+
+    Keras 2.2.4's ``moving_average_update`` calls TF's ``assign_moving_average(zero_debias=True)``:
+    it accumulates an EMA from zero and divides by 1 - decay^t, so the moving statistics equal a
+    (weighted) average of the batch statistics seen so far — not 0.99·init + 0.01·batch. Without it,
+    ``G.predict`` in the first hundreds of steps normalises with mean 0 / var 1 and D learns to
+    reject those washed-out images while G trains on different ones (the run never balances).
+    """
+
+    def __init__(self, channels: int, eps: float, decay: float):
+        super().__init__(channels, eps=eps, momentum=1.0 - decay)
+        self.register_buffer("biased_mean", torch.zeros(channels))
+        self.register_buffer("biased_var", torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
+        with torch.no_grad():
+            decay = 1.0 - self.momentum
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)  # Keras: unbiased sample variance
+            self.biased_mean.mul_(decay).add_(mean, alpha=1.0 - decay)
+            self.biased_var.mul_(decay).add_(var, alpha=1.0 - decay)
+            self.num_batches_tracked += 1
+            debias = 1.0 - decay ** int(self.num_batches_tracked)
+            self.running_mean.copy_(self.biased_mean / debias)
+            self.running_var.copy_(self.biased_var / debias)
+        return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
 def _bn(channels: int, cfg: Config) -> nn.Module:
+    if cfg.bn_zero_debias:
+        return KerasBatchNorm2d(channels, cfg.bn_eps, cfg.bn_momentum)
     # Keras momentum 0.99 means moving = 0.99 * moving + 0.01 * batch; PyTorch calls 0.01 the momentum.
     return nn.BatchNorm2d(channels, eps=cfg.bn_eps, momentum=1.0 - cfg.bn_momentum)
 

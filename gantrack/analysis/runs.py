@@ -1,0 +1,325 @@
+"""MLflow runs → tidy pandas frames, fast.
+
+``load_runs`` lists runs with MLflow's own ``search_runs`` (so filters mean what they mean
+in MLflow) and reads metric histories by the fastest path the store allows:
+
+- ``"sql"``: sqlite / PostgreSQL / MySQL stores: one parameterised, read-only query per chunk
+  of runs over MLflow's ``metrics`` table (sqlite is opened with ``mode=ro``);
+- ``"rest"``: an ``mlflow server``: the REST ``metrics/get-history`` endpoint, paged, with
+  requests in parallel (the ajax "bulk" endpoints truncate or downsample, so they are not used);
+- ``"client"``: ``MlflowClient.get_metric_history`` per (run, key): the slow reference path
+  the tests compare the others against.
+
+All three return the same frame: columns run_id, key (categoricals), step, timestamp (int64),
+value (float64; NaN where MLflow stored is_nan, as MLflow itself returns it), sorted by
+(run_id, key, step, timestamp, value). Every stored row is kept — a step logged twice appears
+twice; ``dedupe`` keeps the latest row per (run_id, key, step).
+
+Finished runs (FINISHED, FAILED, KILLED) are cached as parquet under ``cache_dir`` (default
+``$GANTRACK_CACHE_DIR`` or ``~/.cache/gantrack``), keyed by store, run, end time and the
+run's latest-metric timestamps, so a resumed or re-logged run is read again. RUNNING runs are
+always read fresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import GantrackError
+from ..tracking import client as make_client
+from ..tracking import resolve_tracking_uri
+
+METRIC_COLUMNS = ["run_id", "key", "step", "timestamp", "value"]
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+@dataclass
+class RunSet:
+    """Runs and their metric histories as tidy frames."""
+
+    runs: pd.DataFrame  # one row per run: run_id, name, status, start/end, params.*, tags.*
+    metrics: pd.DataFrame  # long form: run_id, key, step, timestamp, value
+
+    def wide(self, run_id: str | None = None, key: str | None = None) -> pd.DataFrame:
+        """One run as step × key, or one key as step × run_id (latest row per step)."""
+        if (run_id is None) == (key is None):
+            raise GantrackError("wide() takes exactly one of run_id or key")
+        m = dedupe(self.metrics)
+        if run_id is not None:
+            sel, columns = m[m["run_id"] == run_id], "key"
+        else:
+            sel, columns = m[m["key"] == key], "run_id"
+        if sel.empty:
+            raise GantrackError(f"no metrics for {'run ' + run_id if run_id else 'key ' + key!r}")
+        out = sel.pivot(index="step", columns=columns, values="value")
+        out.columns = out.columns.astype(str)
+        out.columns.name = None
+        return out
+
+
+def dedupe(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Keep the latest-timestamped row per (run_id, key, step) (MLflow keeps re-logged steps as extra rows)."""
+    m = metrics.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    return m[~m.duplicated(["run_id", "key", "step"], keep="last")].reset_index(drop=True)
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical dtypes and order, so frames from every path compare equal.
+
+    run_id and key become categoricals with lexically sorted categories; rows are ordered by
+    (run_id, key, step, timestamp, value) with a lexsort on the codes (no string comparisons).
+    """
+    run = pd.Categorical(np.asarray(frame["run_id"], dtype=object).astype(str))
+    key = pd.Categorical(np.asarray(frame["key"], dtype=object).astype(str))
+    step = np.asarray(frame["step"], dtype=np.int64)
+    ts = np.asarray(frame["timestamp"], dtype=np.int64)
+    value = np.asarray(frame["value"], dtype=np.float64)
+    order = np.lexsort((value, ts, step, key.codes, run.codes))
+    return pd.DataFrame({
+        "run_id": pd.Categorical.from_codes(run.codes[order], run.categories),
+        "key": pd.Categorical.from_codes(key.codes[order], key.categories),
+        "step": step[order], "timestamp": ts[order], "value": value[order],
+    })
+
+
+def _empty() -> pd.DataFrame:
+    return normalise(pd.DataFrame({c: [] for c in METRIC_COLUMNS}))
+
+
+# --- the three readers --------------------------------------------------------------------------
+
+def _read_sqlite(uri: str, run_ids: list[str]) -> pd.DataFrame:
+    path = uri[len("sqlite:///"):]
+    if not Path(path).is_file():
+        raise GantrackError(f"no MLflow database at {path}")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
+    try:
+        cols: dict[str, list] = {c: [] for c in ("run_uuid", "key", "step", "timestamp", "value", "is_nan")}
+        for i in range(0, len(run_ids), 500):
+            chunk = run_ids[i:i + 500]
+            q = ("SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid IN "
+                 f"({','.join('?' * len(chunk))})")
+            rows = con.execute(q, chunk).fetchall()
+            if rows:
+                for name, col in zip(cols, zip(*rows)):
+                    cols[name].extend(col)
+    finally:
+        con.close()
+    value = np.asarray(cols["value"], dtype=np.float64)
+    value[np.asarray(cols["is_nan"], dtype=bool)] = np.nan
+    return pd.DataFrame({"run_id": cols["run_uuid"], "key": cols["key"], "step": cols["step"],
+                         "timestamp": cols["timestamp"], "value": value})
+
+
+def _read_sqlalchemy(uri: str, run_ids: list[str]) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(uri)
+    q = sa.text("SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid IN :ids"
+                ).bindparams(sa.bindparam("ids", expanding=True))
+    frames = []
+    with engine.connect() as con:
+        for i in range(0, len(run_ids), 500):
+            frames.append(pd.read_sql(q, con, params={"ids": run_ids[i:i + 500]}))
+    engine.dispose()
+    df = pd.concat(frames, ignore_index=True)
+    df.loc[df["is_nan"].astype(bool), "value"] = np.nan
+    return df.rename(columns={"run_uuid": "run_id"}).drop(columns="is_nan")
+
+
+def _json_float(v) -> float:
+    return float(v)  # protobuf JSON writes "NaN", "Infinity", "-Infinity" as strings; float() reads them
+
+
+def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> pd.DataFrame:
+    import requests
+
+    session = requests.Session()
+    url = uri.rstrip("/") + "/api/2.0/mlflow/metrics/get-history"
+
+    def fetch(item):
+        run_id, key = item
+        out, token = [], None
+        while True:
+            params = {"run_id": run_id, "metric_key": key, "max_results": 25000}
+            if token:
+                params["page_token"] = token
+            r = session.get(url, params=params, timeout=60)
+            if r.status_code != 200:
+                raise GantrackError(f"{url}: HTTP {r.status_code} for run {run_id} key {key}")
+            body = r.json()
+            out.extend(body.get("metrics", []))
+            token = body.get("next_page_token")
+            if not token:
+                return run_id, key, out
+
+    items = [(r, k) for r, keys in run_keys.items() for k in keys]
+    cols: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
+    with ThreadPoolExecutor(workers) as pool:
+        for run_id, key, metrics in pool.map(fetch, items):
+            n = len(metrics)
+            cols["run_id"].extend([run_id] * n)
+            cols["key"].extend([key] * n)
+            cols["step"].extend(int(m.get("step", 0)) for m in metrics)
+            cols["timestamp"].extend(int(m.get("timestamp", 0)) for m in metrics)
+            cols["value"].extend(_json_float(m.get("value", "NaN")) for m in metrics)
+    return pd.DataFrame(cols)
+
+
+def _read_client(mlclient, run_keys: dict[str, list[str]]) -> pd.DataFrame:
+    cols: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
+    for run_id, keys in run_keys.items():
+        for key in keys:
+            for m in mlclient.get_metric_history(run_id, key):
+                cols["run_id"].append(run_id)
+                cols["key"].append(m.key)
+                cols["step"].append(m.step)
+                cols["timestamp"].append(m.timestamp)
+                cols["value"].append(m.value)
+    return pd.DataFrame(cols)
+
+
+# --- runs and the cache -------------------------------------------------------------------------
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def pick_method(uri: str) -> str:
+    scheme = _scheme(uri)
+    if scheme in SQL_SCHEMES:
+        return "sql"
+    if scheme in ("http", "https"):
+        return "rest"
+    return "client"
+
+
+def _experiment_ids(mlclient, experiment) -> list[str]:
+    names = [experiment] if isinstance(experiment, (str, int)) else list(experiment)
+    ids = []
+    for name in names:
+        exp = mlclient.get_experiment_by_name(str(name))
+        if exp is None and str(name).isdigit():
+            try:
+                exp = mlclient.get_experiment(str(name))
+            except Exception:
+                exp = None
+        if exp is None:
+            raise GantrackError(f"unknown experiment {name!r}")
+        ids.append(exp.experiment_id)
+    return ids
+
+
+def _runs_frame(runs: list) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        row = {"run_id": r.info.run_id, "name": r.info.run_name, "experiment_id": r.info.experiment_id,
+               "status": r.info.status,
+               "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+               "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT}
+        row.update({f"params.{k}": v for k, v in r.data.params.items()})
+        row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
+        rows.append(row)
+    cols = ["run_id", "name", "experiment_id", "status", "start_time", "end_time"]
+    return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+def _fingerprint(uri: str, run) -> str:
+    latest = sorted((m.key, m.timestamp, m.step) for m in run.data._metric_objs)
+    text = f"{uri}|{run.info.run_id}|{run.info.end_time}|{latest}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GANTRACK_CACHE_DIR") or Path.home() / ".cache" / "gantrack")
+
+
+def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", run_ids: Iterable[str] | None = None,
+              tracking_uri: str | None = None, keys: Iterable[str] | None = None, method: str = "auto",
+              cache_dir: str | Path | None = None, cache: bool = True, progress: bool = True) -> RunSet:
+    """Runs of an experiment (name or id, or several) or explicit ``run_ids``, as a ``RunSet``.
+
+    ``filter`` is an MLflow search filter (e.g. ``"tags.gantrack.loss = 'nsgan'"``); ``keys``
+    limits the metric keys read; ``method`` is ``"auto"`` (sql → rest → client by URI),
+    ``"sql"``, ``"rest"`` or ``"client"``.
+    """
+    from tqdm import tqdm
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if method == "auto":
+        method = pick_method(uri)
+    if method not in ("sql", "rest", "client"):
+        raise GantrackError(f"unknown method {method!r}; choose auto, sql, rest or client")
+    if method == "sql" and _scheme(uri) not in SQL_SCHEMES:
+        raise GantrackError(f"method 'sql' needs a database URI, got {uri}")
+    if method == "rest" and _scheme(uri) not in ("http", "https"):
+        raise GantrackError(f"method 'rest' needs an http(s) tracking URI, got {uri}")
+    if _scheme(uri) == "sqlite" and not Path(uri[len("sqlite:///"):]).is_file():
+        raise GantrackError(f"no MLflow database at {uri[len('sqlite:///'):]}")
+    mlclient = make_client(uri)
+    try:
+        if run_ids is not None:
+            runs = []
+            for rid in run_ids:
+                try:
+                    runs.append(mlclient.get_run(rid))
+                except Exception:
+                    raise GantrackError(f"unknown run id {rid!r}") from None
+        elif experiment is not None:
+            runs = mlclient.search_runs(_experiment_ids(mlclient, experiment), filter_string=filter or "",
+                                        max_results=50000)
+        else:
+            raise GantrackError("load_runs needs an experiment or run_ids")
+    except GantrackError:
+        raise
+    except Exception as e:
+        raise GantrackError(f"cannot list runs in {uri}: {str(e).splitlines()[0]}") from None
+
+    wanted = None if keys is None else set(keys)
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    frames, todo = [], {}
+    for run in runs:
+        path = cache_root / "runs" / f"{run.info.run_id}-{_fingerprint(uri, run)}.parquet"
+        if cache and run.info.status in TERMINAL and path.is_file():
+            frames.append(pd.read_parquet(path))
+        else:
+            todo[run.info.run_id] = (run, path)
+
+    chunk = 20
+    ids = list(todo)
+    bar = tqdm(total=len(ids), disable=not progress or len(ids) < 2 * chunk, desc="loading runs", unit="run")
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in part}
+        if method == "sql":
+            df = _read_sqlite(uri, part) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, part)
+        elif method == "rest":
+            df = _read_rest(uri, run_keys)
+        else:
+            df = _read_client(mlclient, run_keys)
+        for rid, group in df.groupby("run_id", sort=False):
+            run, path = todo[rid]
+            if cache and run.info.status in TERMINAL:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                normalise(group).astype({"run_id": str, "key": str}).to_parquet(tmp, index=False)
+                os.replace(tmp, path)  # atomic: a crashed writer never leaves a half file
+        frames.append(df)
+        bar.update(len(part))
+    bar.close()
+    frames = [f.astype({"run_id": str, "key": str}) for f in frames if len(f)]
+    metrics = normalise(pd.concat(frames, ignore_index=True)) if frames else _empty()
+    if wanted is not None:
+        metrics = metrics[metrics["key"].isin(wanted)].reset_index(drop=True)
+        metrics["key"] = metrics["key"].cat.remove_unused_categories()
+    return RunSet(runs=_runs_frame(runs), metrics=metrics)
