@@ -1,0 +1,165 @@
+"""Oscillation estimators against series whose answers are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.diagnostic import acorr_ljungbox
+from statsmodels.tsa.stattools import acf as sm_acf
+
+from gantrack.analysis.oscillation import (acf, block_indices, cross_correlation, iat_geyer, ljung_box,
+                                           oscillation, oscillation_pairs, pair_spectrum)
+from gantrack.errors import GantrackError
+
+
+def frame(run, key, values, steps=None):
+    steps = np.arange(len(values)) if steps is None else steps
+    return pd.DataFrame({"run_id": run, "key": key, "step": steps, "timestamp": 0, "value": values})
+
+
+def ar_process(coefs, n, rng, burn=500):
+    e = rng.standard_normal(n + burn)
+    x = np.zeros(n + burn)
+    for t in range(len(coefs), n + burn):
+        x[t] = sum(a * x[t - i - 1] for i, a in enumerate(coefs)) + e[t]
+    return x[burn:]
+
+
+def test_sinusoid_in_noise_period_within_2_percent():
+    rng = np.random.default_rng(0)
+    rows = []
+    for period in (5.0, 23.0, 62.8):
+        t = np.arange(3000)
+        o = oscillation(frame("r", "x", np.sin(2 * np.pi * t / period) + 0.7 * rng.standard_normal(3000)))
+        assert o["dominant_period"].iloc[0] == pytest.approx(period, rel=0.02)
+        assert o["peak_p"].iloc[0] < 1e-3  # a real peak over the red-noise background
+        rows.append(o)
+
+
+def test_ar2_peak_frequency_from_its_coefficients():
+    rng = np.random.default_rng(1)
+    a1, a2 = 1.5, -0.8
+    f_true = np.arccos(a1 * (a2 - 1) / (4 * a2)) / (2 * np.pi)  # maximum of the AR(2) spectrum
+    o = oscillation(frame("r", "x", ar_process([a1, a2], 20000, rng)), nperseg=512)
+    assert o["dominant_frequency"].iloc[0] == pytest.approx(f_true, rel=0.05)
+    assert o["ar2_radius"].iloc[0] == pytest.approx(np.sqrt(-a2), abs=0.02)
+    pole_period = 2 * np.pi / np.arccos(a1 / (2 * np.sqrt(-a2)))
+    assert o["ar2_period"].iloc[0] == pytest.approx(pole_period, rel=0.03)
+
+
+def test_white_noise_is_flat_high_entropy_and_ljung_box_does_not_reject():
+    rng = np.random.default_rng(2)
+    o = oscillation(frame("r", "x", rng.standard_normal(4000)))
+    row = o.iloc[0]
+    assert row["spectral_entropy"] > 0.97
+    assert row["spectral_flatness"] > 0.85
+    assert row["ljungbox_p"] > 0.05
+    assert row["peak_p"] > 0.05
+    assert row["iat"] == pytest.approx(1.0, abs=0.25)
+    assert row["power_high"] == pytest.approx(0.5, abs=0.05)  # f in [0.25, 0.5]: half of a flat spectrum
+    assert row["std_lo"] < 1.0 < row["std_hi"]
+
+
+def test_red_noise_is_not_called_an_oscillation():
+    rng = np.random.default_rng(3)
+    o = oscillation(frame("r", "x", ar_process([0.9], 4000, rng)))
+    assert o["peak_p"].iloc[0] > 0.05
+    assert np.isnan(o["ar2_period"].iloc[0])
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5, 0.8])
+def test_iat_of_ar1_is_one_plus_phi_over_one_minus_phi(phi):
+    rng = np.random.default_rng(4)
+    x = np.stack([ar_process([phi], 20000, rng) for _ in range(4)])
+    tau = iat_geyer(acf(x, x.shape[1] - 1))
+    assert np.mean(tau) == pytest.approx((1 + phi) / (1 - phi), rel=0.1)
+
+
+def test_acf_and_ljung_box_match_statsmodels():
+    rng = np.random.default_rng(5)
+    x = ar_process([0.6, -0.3], 500, rng)
+    rho = acf(x[None, :], 30)[0]
+    assert np.allclose(rho, sm_acf(x, nlags=30, fft=False, adjusted=False))
+    q, p = ljung_box(rho[None, :], len(x), 10)
+    ref = acorr_ljungbox(x, lags=[10])
+    assert q[0] == pytest.approx(ref["lb_stat"].iloc[0])
+    assert p[0] == pytest.approx(ref["lb_pvalue"].iloc[0])
+
+
+def test_logged_every_k_steps_reports_periods_in_steps():
+    t = np.arange(0, 6000, 3)
+    o = oscillation(frame("r", "x", np.sin(2 * np.pi * t / 60.0), steps=t))
+    assert o["spacing"].iloc[0] == 3
+    assert o["dominant_period"].iloc[0] == pytest.approx(60.0, rel=0.02)
+
+
+def test_pairs_mirror_with_gain_two():
+    rng = np.random.default_rng(6)
+    t = np.arange(2000)
+    x = np.sin(2 * np.pi * t / 30) + 0.3 * rng.standard_normal(2000)
+    y = -2 * x + 0.05 * rng.standard_normal(2000)
+    p = oscillation_pairs(pd.concat([frame("r", "a", x), frame("r", "b", y)]), pairs=[("a", "b")]).iloc[0]
+    assert p["std_ratio"] == pytest.approx(2.0, rel=0.01)
+    assert p["std_ratio_lo"] < 2.0 < p["std_ratio_hi"] or abs(p["std_ratio"] - 2.0) < 0.01
+    assert p["corr"] < -0.99 and p["best_lag"] == 0
+    assert abs(abs(p["phase_at_peak_deg"]) - 180) < 5
+    assert p["coherence_at_peak"] > 0.99
+
+
+def test_csd_phase_sign_and_cross_correlation_lag():
+    t = np.arange(4000)
+    x = np.sin(2 * np.pi * t / 40)
+    y = np.roll(x, 5)  # y lags x by 5 steps
+    lags, c = cross_correlation(x, y, 20)
+    assert lags[np.argmax(c)] == 5
+    spec = pair_spectrum(x, y, 1, 400)
+    at = np.argmin(np.abs(spec["frequency"] - 1 / 40))
+    assert spec["phase_deg"].iloc[at] == pytest.approx(-360 * 5 / 40, abs=3)  # negative: y lags
+    assert spec["transfer_gain"].iloc[at] == pytest.approx(1.0, rel=0.02)
+
+
+def test_block_bootstrap_indices_are_contiguous_blocks():
+    idx = block_indices(100, 10, 50, np.random.default_rng(0))
+    assert idx.shape == (50, 100)
+    steps = np.diff(idx[:, :10], axis=1) % 100
+    assert np.all(steps == 1)
+
+
+def test_bad_series_get_a_reason_not_a_number():
+    rng = np.random.default_rng(7)
+    m = pd.concat([
+        frame("a", "short", rng.standard_normal(10)),
+        frame("a", "nan", np.full(100, np.nan)),
+        frame("a", "const", np.ones(100)),
+        frame("a", "ok", rng.standard_normal(100)),
+        frame("b", "ok", rng.standard_normal(100)),
+        frame("b", "gappy", rng.standard_normal(100), steps=np.arange(100) * 1 + (np.arange(100) > 50) * 40),
+        frame("c", "inf", np.r_[np.full(50, np.inf), np.full(50, 1.7976931348623157e308)]),
+    ])
+    o = oscillation(m, keys=["short", "nan", "const", "ok", "gappy", "inf"]).set_index(["run_id", "key"])
+    assert "too short" in o.loc[("a", "short"), "reason"]
+    assert "no finite" in o.loc[("a", "nan"), "reason"]
+    assert "constant" in o.loc[("a", "const"), "reason"]
+    assert "missing steps" in o.loc[("b", "gappy"), "reason"]
+    assert "no finite" in o.loc[("c", "inf"), "reason"]
+    assert o.loc[("a", "ok"), "reason"] == "" and np.isfinite(o.loc[("a", "ok"), "std"])
+    assert "not logged" in o.loc[("c", "ok"), "reason"]  # key missing in one run
+    bad = o[o["reason"] != ""]
+    assert bad["dominant_period"].isna().all() and bad["std"].isna().all()
+
+
+def test_small_gaps_are_filled_and_counted():
+    t = np.arange(500)
+    x = np.sin(2 * np.pi * t / 25)
+    keep = np.ones(500, bool)
+    keep[[100, 200, 300]] = False
+    o = oscillation(frame("r", "x", x[keep], steps=t[keep]), burn_in=0)
+    assert o["n_filled"].iloc[0] == 3 and o["reason"].iloc[0] == ""
+
+
+def test_bad_options_and_frames_are_clear_errors():
+    with pytest.raises(GantrackError, match="unknown oscillation option"):
+        oscillation(frame("r", "x", np.zeros(100)), windw="hann")
+    with pytest.raises(GantrackError, match="lacks column"):
+        oscillation(pd.DataFrame({"run_id": ["r"], "value": [1.0]}))
+    with pytest.raises(GantrackError, match="DataFrame"):
+        oscillation([1, 2, 3])

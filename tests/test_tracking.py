@@ -1,0 +1,112 @@
+"""Harness → MLflow round trips and the CLI's handling of bad input (real sqlite stores)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from gantrack import Config, preset, train
+from gantrack.analysis import load_runs
+from gantrack.errors import TrainingDiverged
+
+TINY = dict(width=0.0625, batch_size=16, steps=12, flush_every=5, sample_every=5, experiment="rt")
+
+
+def test_round_trip_every_key_has_every_step(store, tmp_path):
+    run_id = train(Config(**TINY), tracking_uri=store, quiet=True)
+    rs = load_runs("rt", tracking_uri=store, progress=False)
+    assert rs.runs["status"].tolist() == ["FINISHED"]
+    m = rs.metrics
+    keys = set(m["key"].astype(str))
+    expected = {"loss/d_real", "loss/d_fake", "loss/d", "loss/g", "acc/real", "acc/fake", "prob/real",
+                "prob/fake", "prob/gen", "grad/d_norm", "grad/g_norm"}
+    expected |= {f"probe/{b}_{w}/{q}" for b in ("dbatch", "gbatch") for w in ("before", "after")
+                 for q in ("p", "d_fake", "g")}
+    assert expected <= keys
+    for key, g in m.groupby("key", observed=True):
+        assert g["step"].tolist() == list(range(1, 13)), key
+    run = rs.runs.iloc[0]
+    assert run["tags.gantrack.scenario"] == "stable" and run["tags.gantrack.loss"] == "nsgan"
+    assert run["tags.gantrack.seed"] == "1" and run["name"] == "stable-nsgan-s1"
+    assert run["params.width"] == "0.0625" and run["params.total_steps"] == "12"
+    assert "tags.mlflow.note.content" in rs.runs.columns
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("rt")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.json", "plots", "samples", "weights"} <= top
+    samples = {a.path for a in client.list_artifacts(run_id, "samples")}
+    assert samples == {"samples/samples_step000005.png", "samples/samples_step000010.png",
+                       "samples/samples_step000012.png"}
+    local = client.download_artifacts(run_id, "weights", str(tmp_path / "dl"))
+    state = torch.load(f"{local}/generator.pt", weights_only=True)
+    assert any(k.endswith("weight") for k in state)
+
+
+def test_same_seed_same_logged_curve(store):
+    a = train(Config(**TINY, seed=2), tracking_uri=store, quiet=True)
+    b = train(Config(**TINY, seed=2), tracking_uri=store, quiet=True)
+    m = load_runs("rt", tracking_uri=store, progress=False).metrics
+    va = m[m["run_id"] == a].sort_values(["key", "step"])[["key", "step", "value"]].to_numpy()
+    vb = m[m["run_id"] == b].sort_values(["key", "step"])[["key", "step", "value"]].to_numpy()
+    assert len(va) == 12 * 26 and (va == vb).all()  # 26 keys, every one bit for bit
+
+
+def test_nan_loss_is_logged_tagged_and_fails_the_run(store):
+    cfg = preset("quadratic-1d").replace(loss="lsgan", optimizer="sgd", lr=1e6, steps=10, experiment="nan",
+                                         sample_every=0)
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train(cfg, tracking_uri=store, quiet=True)
+    rs = load_runs("nan", tracking_uri=store, progress=False)
+    run = rs.runs.iloc[0]
+    assert run["status"] == "FAILED"
+    assert "non-finite" in run["tags.gantrack.failure"]
+    assert run["tags.gantrack.nonfinite_step"] == "1"
+    assert len(rs.metrics[rs.metrics["key"] == "loss/g"]) == 1
+    run_id = train(cfg.replace(allow_nan=True), tracking_uri=store, quiet=True)
+    rs = load_runs(run_ids=[run_id], tracking_uri=store, progress=False)
+    assert rs.runs["status"].iloc[0] == "FINISHED"
+    assert rs.metrics[rs.metrics["key"] == "loss/g"]["value"].isna().any()
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "gantrack.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--preset", "nope"], "unknown preset"),
+    (["--loss", "vanilla"], "unknown loss"),
+    (["--steps", "-5"], "steps must be"),
+    (["--set", "batch_size=0"], "batch_size must be"),
+    (["--set", "dataset=mnist", "--set", "data_path=missing.npz"], "not found"),
+    (["--set", "dataset=mnist", "--set", "data_path=corrupt.npz"], "not a readable"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
+    (["--tracking-uri", "sqlite:////no/such/dir/mlflow.db"], "does not exist"),
+])
+def test_cli_bad_input_one_line_exit_2_no_run(tmp_path, args, match):
+    (tmp_path / "corrupt.npz").write_bytes(b"garbage")
+    r = cli("train", "--quiet", "--steps", "2", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gantrack: error:") and match in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    if (tmp_path / "mlflow.db").exists():  # nothing half-created
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        exps = client.search_experiments()
+        assert not client.search_runs([e.experiment_id for e in exps])
+
+
+def test_cli_trains_on_the_default_store(tmp_path):
+    r = cli("train", "--quiet", "--steps", "3", "--width", "0.0625", "--set", "batch_size=16",
+            "--experiment", "cli", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip().splitlines()[-1]
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
+    rs = load_runs("cli", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False)
+    assert rs.runs["run_id"].tolist() == [run_id]
+    p = cli("presets", cwd=tmp_path)
+    assert p.returncode == 0 and "convergence-failure-adam" in p.stdout
