@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-import tracemalloc
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -62,18 +62,12 @@ def main() -> None:
     t0 = time.perf_counter()
     ref = load_runs("bench", tracking_uri=uri, method="client", cache=False, progress=False)
     t_ref = time.perf_counter() - t0
-
-    tracemalloc.start()
     t0 = time.perf_counter()
     fast = load_runs("bench", tracking_uri=uri, method="sql", cache_dir=cache, progress=False)
     t_fast = time.perf_counter() - t0
-    peak_cold = tracemalloc.get_traced_memory()[1]
-    tracemalloc.reset_peak()
     t0 = time.perf_counter()
     warm = load_runs("bench", tracking_uri=uri, method="sql", cache_dir=cache, progress=False)
     t_warm = time.perf_counter() - t0
-    peak_warm = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
 
     import pandas as pd
 
@@ -82,11 +76,17 @@ def main() -> None:
     rows = len(fast.metrics)
     print(f"rows: {rows:,} ({args.runs} runs x {args.metrics} metrics x {args.steps} steps); frames identical")
     print(f"MlflowClient.get_metric_history loop: {t_ref:8.2f} s")
-    print(f"load_runs (sql, cold cache):          {t_fast:8.2f} s   ratio {t_ref / t_fast:6.1f}x   "
-          f"peak traced memory {peak_cold / 2**20:.0f} MiB")
-    print(f"load_runs (sql, warm cache):          {t_warm:8.2f} s   ratio {t_ref / t_warm:6.1f}x   "
-          f"peak traced memory {peak_warm / 2**20:.0f} MiB")
+    print(f"load_runs (sql, cold cache):          {t_fast:8.2f} s   ratio {t_ref / t_fast:6.1f}x")
+    print(f"load_runs (sql, warm cache):          {t_warm:8.2f} s   ratio {t_ref / t_warm:6.1f}x")
     print(f"frame memory: {fast.metrics.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
+    # peak memory in fresh processes (tracemalloc would distort the timings above)
+    for label, extra in (("imports only", ""), ("cold load", f"load_runs('bench', tracking_uri='{uri}', "
+                         f"cache_dir='{tempfile.mkdtemp()}', progress=False)"),
+                         ("warm load", f"load_runs('bench', tracking_uri='{uri}', cache_dir='{cache}', progress=False)")):
+        code = ("import resource; from gantrack.analysis import load_runs; " + extra +
+                "; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        print(f"peak RSS, {label + ':':14s} {int(out.stdout.split()[-1]) / 1024:6.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from ..errors import GantrackError
 from ..tracking import client as make_client
@@ -79,69 +80,121 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     run_id and key become categoricals with lexically sorted categories; rows are ordered by
     (run_id, key, step, timestamp, value) with a lexsort on the codes (no string comparisons).
     """
-    run = pd.Categorical(np.asarray(frame["run_id"], dtype=object).astype(str))
-    key = pd.Categorical(np.asarray(frame["key"], dtype=object).astype(str))
+    run = frame["run_id"] if isinstance(frame["run_id"].dtype, pd.CategoricalDtype) else \
+        pd.Categorical(np.asarray(frame["run_id"], dtype=object).astype(str))
+    key = frame["key"] if isinstance(frame["key"].dtype, pd.CategoricalDtype) else \
+        pd.Categorical(np.asarray(frame["key"], dtype=object).astype(str))
+    run, key = pd.Categorical(run), pd.Categorical(key)
+    run = run.reorder_categories(sorted(run.categories)) if not run.categories.is_monotonic_increasing else run
+    key = key.reorder_categories(sorted(key.categories)) if not key.categories.is_monotonic_increasing else key
     step = np.asarray(frame["step"], dtype=np.int64)
     ts = np.asarray(frame["timestamp"], dtype=np.int64)
     value = np.asarray(frame["value"], dtype=np.float64)
     order = np.lexsort((value, ts, step, key.codes, run.codes))
-    return pd.DataFrame({
-        "run_id": pd.Categorical.from_codes(run.codes[order], run.categories),
-        "key": pd.Categorical.from_codes(key.codes[order], key.categories),
+    out = pd.DataFrame({
+        "run_id": pd.Categorical.from_codes(run.codes[order], run.categories.astype(str)),
+        "key": pd.Categorical.from_codes(key.codes[order], key.categories.astype(str)),
         "step": step[order], "timestamp": ts[order], "value": value[order],
+    })
+    return out
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-run parts whose run_id/key are categoricals with different categories."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return _empty()
+    run = union_categoricals([pd.Categorical(p["run_id"]) for p in parts], sort_categories=True)
+    key = union_categoricals([pd.Categorical(p["key"]) for p in parts], sort_categories=True)
+    return normalise(pd.DataFrame({
+        "run_id": run, "key": key,
+        "step": np.concatenate([p["step"].to_numpy(np.int64) for p in parts]),
+        "timestamp": np.concatenate([p["timestamp"].to_numpy(np.int64) for p in parts]),
+        "value": np.concatenate([p["value"].to_numpy(np.float64) for p in parts]),
+    }))
+
+
+def _part(run_id: str, keys: list[str], codes: np.ndarray, step, timestamp, value) -> pd.DataFrame:
+    """One run's rows as a frame with categorical run_id/key (no per-row Python strings)."""
+    n = len(codes)
+    return pd.DataFrame({
+        "run_id": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [run_id]),
+        "key": pd.Categorical.from_codes(np.asarray(codes, dtype=np.int32), keys),
+        "step": np.asarray(step, dtype=np.int64), "timestamp": np.asarray(timestamp, dtype=np.int64),
+        "value": np.asarray(value, dtype=np.float64),
     })
 
 
 def _empty() -> pd.DataFrame:
-    return normalise(pd.DataFrame({c: [] for c in METRIC_COLUMNS}))
+    return normalise(pd.DataFrame({c: np.array([], dtype=object if c in ("run_id", "key") else float)
+                                   for c in METRIC_COLUMNS}))
 
 
-# --- the three readers --------------------------------------------------------------------------
+# --- the three readers: each returns one frame per run ------------------------------------------
 
-def _read_sqlite(uri: str, run_ids: list[str]) -> pd.DataFrame:
+_ROW = np.dtype([("code", "i4"), ("step", "i8"), ("timestamp", "i8"), ("value", "f8"), ("is_nan", "i1")])
+
+
+def _read_sqlite(uri: str, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
+    """Per run, one parameterised read-only query; keys come back as integer codes via CASE so
+    rows stream into a structured numpy array without a Python string per row."""
     path = uri[len("sqlite:///"):]
-    if not Path(path).is_file():
-        raise GantrackError(f"no MLflow database at {path}")
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
+    parts = []
     try:
-        cols: dict[str, list] = {c: [] for c in ("run_uuid", "key", "step", "timestamp", "value", "is_nan")}
-        for i in range(0, len(run_ids), 500):
-            chunk = run_ids[i:i + 500]
-            q = ("SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid IN "
-                 f"({','.join('?' * len(chunk))})")
-            rows = con.execute(q, chunk).fetchall()
-            if rows:
-                for name, col in zip(cols, zip(*rows)):
-                    cols[name].extend(col)
+        for run_id, keys in run_keys.items():
+            case = "CASE key " + " ".join(f"WHEN ? THEN {i}" for i in range(len(keys))) + " ELSE -1 END" \
+                if keys else "-1"
+            cur = con.execute(f"SELECT {case}, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = ?",
+                              [*keys, run_id])
+            rows = np.fromiter(cur, dtype=_ROW)
+            if (rows["code"] < 0).any():  # a key the run's summary did not list: read those by name
+                extra = con.execute("SELECT key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = ? "
+                                    f"AND key NOT IN ({','.join('?' * len(keys)) or 'NULL'})",
+                                    [run_id, *keys]).fetchall()
+                keys = keys + sorted({r[0] for r in extra})
+                index = {k: i for i, k in enumerate(keys)}
+                more = np.array([(index[r[0]], *r[1:]) for r in extra], dtype=_ROW)
+                rows = np.concatenate([rows[rows["code"] >= 0], more])
+            value = rows["value"].copy()
+            value[rows["is_nan"].astype(bool)] = np.nan  # as MLflow's own entity conversion does
+            parts.append(_part(run_id, keys, rows["code"], rows["step"], rows["timestamp"], value))
     finally:
         con.close()
-    value = np.asarray(cols["value"], dtype=np.float64)
-    value[np.asarray(cols["is_nan"], dtype=bool)] = np.nan
-    return pd.DataFrame({"run_id": cols["run_uuid"], "key": cols["key"], "step": cols["step"],
-                         "timestamp": cols["timestamp"], "value": value})
+    return parts
 
 
-def _read_sqlalchemy(uri: str, run_ids: list[str]) -> pd.DataFrame:
+def _read_sqlalchemy(uri: str, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
     import sqlalchemy as sa
 
     engine = sa.create_engine(uri)
-    q = sa.text("SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid IN :ids"
-                ).bindparams(sa.bindparam("ids", expanding=True))
-    frames = []
+    q = sa.text("SELECT key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = :run")
+    parts = []
     with engine.connect() as con:
-        for i in range(0, len(run_ids), 500):
-            frames.append(pd.read_sql(q, con, params={"ids": run_ids[i:i + 500]}))
+        for run_id in run_keys:
+            df = pd.read_sql(q, con, params={"run": run_id})
+            df.loc[df["is_nan"].astype(bool), "value"] = np.nan
+            key = pd.Categorical(df["key"].astype(str))
+            parts.append(_part(run_id, list(key.categories), key.codes, df["step"], df["timestamp"], df["value"]))
     engine.dispose()
-    df = pd.concat(frames, ignore_index=True)
-    df.loc[df["is_nan"].astype(bool), "value"] = np.nan
-    return df.rename(columns={"run_uuid": "run_id"}).drop(columns="is_nan")
+    return parts
 
 
-def _json_float(v) -> float:
-    return float(v)  # protobuf JSON writes "NaN", "Infinity", "-Infinity" as strings; float() reads them
+def _series_parts(series: dict[str, dict[str, list[tuple[int, int, float]]]]) -> list[pd.DataFrame]:
+    """{run: {key: [(step, timestamp, value), ...]}} → one frame per run."""
+    parts = []
+    for run_id, by_key in series.items():
+        keys = sorted(by_key)
+        rows = [r for k in keys for r in by_key[k]]
+        codes = np.repeat(np.arange(len(keys)), [len(by_key[k]) for k in keys])
+        arr = np.array(rows, dtype=[("step", "i8"), ("timestamp", "i8"), ("value", "f8")]) if rows else \
+            np.zeros(0, dtype=[("step", "i8"), ("timestamp", "i8"), ("value", "f8")])
+        parts.append(_part(run_id, keys, codes, arr["step"], arr["timestamp"], arr["value"]))
+    return parts
 
 
-def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> pd.DataFrame:
+def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> list[pd.DataFrame]:
+    """REST ``metrics/get-history`` per (run, key), paged, ``workers`` requests in flight."""
     import requests
 
     session = requests.Session()
@@ -154,39 +207,32 @@ def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> pd
             params = {"run_id": run_id, "metric_key": key, "max_results": 25000}
             if token:
                 params["page_token"] = token
-            r = session.get(url, params=params, timeout=60)
+            try:
+                r = session.get(url, params=params, timeout=60)
+            except requests.RequestException as e:
+                raise GantrackError(f"{uri} is unreachable: {type(e).__name__}") from None
             if r.status_code != 200:
                 raise GantrackError(f"{url}: HTTP {r.status_code} for run {run_id} key {key}")
             body = r.json()
-            out.extend(body.get("metrics", []))
+            # protobuf JSON writes NaN and ±Infinity as strings: float() reads them
+            out.extend((int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN")))
+                       for m in body.get("metrics", []))
             token = body.get("next_page_token")
             if not token:
                 return run_id, key, out
 
-    items = [(r, k) for r, keys in run_keys.items() for k in keys]
-    cols: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
+    series: dict[str, dict[str, list]] = {r: {} for r in run_keys}
     with ThreadPoolExecutor(workers) as pool:
-        for run_id, key, metrics in pool.map(fetch, items):
-            n = len(metrics)
-            cols["run_id"].extend([run_id] * n)
-            cols["key"].extend([key] * n)
-            cols["step"].extend(int(m.get("step", 0)) for m in metrics)
-            cols["timestamp"].extend(int(m.get("timestamp", 0)) for m in metrics)
-            cols["value"].extend(_json_float(m.get("value", "NaN")) for m in metrics)
-    return pd.DataFrame(cols)
+        for run_id, key, rows in pool.map(fetch, [(r, k) for r, keys in run_keys.items() for k in keys]):
+            series[run_id][key] = rows
+    return _series_parts(series)
 
 
-def _read_client(mlclient, run_keys: dict[str, list[str]]) -> pd.DataFrame:
-    cols: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
-    for run_id, keys in run_keys.items():
-        for key in keys:
-            for m in mlclient.get_metric_history(run_id, key):
-                cols["run_id"].append(run_id)
-                cols["key"].append(m.key)
-                cols["step"].append(m.step)
-                cols["timestamp"].append(m.timestamp)
-                cols["value"].append(m.value)
-    return pd.DataFrame(cols)
+def _read_client(mlclient, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
+    """The reference: ``MlflowClient.get_metric_history`` for every (run, key)."""
+    series = {run_id: {key: [(m.step, m.timestamp, m.value) for m in mlclient.get_metric_history(run_id, key)]
+                       for key in keys} for run_id, keys in run_keys.items()}
+    return _series_parts(series)
 
 
 # --- runs and the cache -------------------------------------------------------------------------
@@ -299,26 +345,24 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
     ids = list(todo)
     bar = tqdm(total=len(ids), disable=not progress or len(ids) < 2 * chunk, desc="loading runs", unit="run")
     for i in range(0, len(ids), chunk):
-        part = ids[i:i + chunk]
-        run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in part}
+        run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in ids[i:i + chunk]}
         if method == "sql":
-            df = _read_sqlite(uri, part) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, part)
+            parts = _read_sqlite(uri, run_keys) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, run_keys)
         elif method == "rest":
-            df = _read_rest(uri, run_keys)
+            parts = _read_rest(uri, run_keys)
         else:
-            df = _read_client(mlclient, run_keys)
-        for rid, group in df.groupby("run_id", sort=False):
+            parts = _read_client(mlclient, run_keys)
+        for rid, part in zip(run_keys, parts):
             run, path = todo[rid]
             if cache and run.info.status in TERMINAL:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
-                normalise(group).astype({"run_id": str, "key": str}).to_parquet(tmp, index=False)
+                part.to_parquet(tmp, index=False)
                 os.replace(tmp, path)  # atomic: a crashed writer never leaves a half file
-        frames.append(df)
-        bar.update(len(part))
+        frames.extend(parts)
+        bar.update(len(run_keys))
     bar.close()
-    frames = [f.astype({"run_id": str, "key": str}) for f in frames if len(f)]
-    metrics = normalise(pd.concat(frames, ignore_index=True)) if frames else _empty()
+    metrics = _concat(frames)
     if wanted is not None:
         metrics = metrics[metrics["key"].isin(wanted)].reset_index(drop=True)
         metrics["key"] = metrics["key"].cat.remove_unused_categories()
