@@ -40,6 +40,51 @@ def _presets(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .analysis.report import build_report
+
+    rep = build_report(args.experiment, tracking_uri=args.tracking_uri, out_dir=args.out,
+                       log_to_mlflow=not args.no_mlflow, progress=not args.quiet)
+    _print_report(rep, args.tracking_uri, args.experiment)
+    return 0
+
+
+def _print_report(rep, tracking_uri, experiment) -> None:
+    print(f"report: {rep.html.resolve()}")
+    print(f"markdown: {rep.markdown.resolve()}")
+    uri = f" --tracking-uri {tracking_uri}" if tracking_uri else ""
+    print(f"browse the runs: gantrack ui{uri} --experiment {experiment}   (MLflow UI on http://127.0.0.1:5000)")
+
+
+def _study(args) -> int:
+    from . import studies
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
+    fn = {"chapter10": studies.chapter10, "loss-families": studies.loss_families}[args.name]
+    experiment = args.experiment or ("chapter10" if args.name == "chapter10" else "loss-families")
+    kw = dict(experiment=experiment, quick=not args.full, tracking_uri=args.tracking_uri, out_dir=args.out,
+              workers=args.workers, progress=not args.quiet)
+    if seeds:
+        kw["seeds"] = seeds
+    rep = fn(**kw)
+    _print_report(rep, args.tracking_uri, experiment)
+    return 0
+
+
+def _ui(args) -> int:
+    from .ui import serve
+
+    return serve(args.tracking_uri, args.port, args.experiment)
+
+
+def _sync(args) -> int:
+    from .tracking import sync_spool
+
+    n = sync_spool(args.spool, args.tracking_uri)
+    print(f"uploaded {n} metrics from {args.spool}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gantrack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +109,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)
+
+    r = sub.add_parser("report", help="comparative HTML + Markdown report of an experiment's runs")
+    r.add_argument("--experiment", required=True)
+    r.add_argument("--out", help="output folder (default ./reports/<experiment>)")
+    r.add_argument("--tracking-uri")
+    r.add_argument("--no-mlflow", action="store_true", help="do not log results back to MLflow")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_report)
+
+    s = sub.add_parser("study", help="train (or reuse) a study's runs and write its report")
+    s.add_argument("name", choices=["chapter10", "loss-families"])
+    s.add_argument("--seeds", help="comma-separated seeds (chapter10: 1,2; loss-families: 1)")
+    size = s.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="narrow models, minutes on a CPU (the default)")
+    size.add_argument("--full", action="store_true", help="the book's model sizes (about 8 min per run on 2 cores)")
+    s.add_argument("--experiment")
+    s.add_argument("--out")
+    s.add_argument("--workers", type=int, default=2, help="training processes (default 2)")
+    s.add_argument("--tracking-uri")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_study)
+
+    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the same store")
+    u.add_argument("--tracking-uri")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--experiment", help="print the address of this experiment's runs table")
+    u.set_defaults(func=_ui)
+
+    y = sub.add_parser("sync", help="upload metrics spooled while MLflow was unreachable")
+    y.add_argument("spool")
+    y.add_argument("--tracking-uri")
+    y.set_defaults(func=_sync)
     return parser
 
 

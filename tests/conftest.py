@@ -21,6 +21,7 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
+import signal
 import socket
 import subprocess
 import sys
@@ -52,7 +53,7 @@ class MlflowServer:
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--backend-store-uri", self.backend, "--artifacts-destination", str(self.folder / "artifacts"),
              "--workers", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -67,7 +68,7 @@ class MlflowServer:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server's uvicorn and job workers too
             self.proc.wait(timeout=30)
         if self.proc:
             self.log.close()

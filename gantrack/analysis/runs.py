@@ -90,13 +90,33 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     step = np.asarray(frame["step"], dtype=np.int64)
     ts = np.asarray(frame["timestamp"], dtype=np.int64)
     value = np.asarray(frame["value"], dtype=np.float64)
-    order = np.lexsort((value, ts, step, key.codes, run.codes))
+    order = _order(run.codes, key.codes, len(key.categories), step, ts, value)
     out = pd.DataFrame({
         "run_id": pd.Categorical.from_codes(run.codes[order], run.categories.astype(str)),
         "key": pd.Categorical.from_codes(key.codes[order], key.categories.astype(str)),
         "step": step[order], "timestamp": ts[order], "value": value[order],
     })
     return out
+
+
+def _order(run_codes, key_codes, n_keys, step, ts, value) -> np.ndarray:
+    """Row order by (run, key, step, timestamp, value).
+
+    Fast path: one stable radix argsort of a composite int64 (run, key, step) — correct whenever no
+    (run, key, step) repeats; re-logged steps (rare) fall back to a full lexsort.
+    """
+    n = len(step)
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    lo, hi = int(step.min()), int(step.max())
+    span = hi - lo + 1
+    groups = (int(run_codes.max()) + 1) * max(1, n_keys)
+    if span > 0 and groups * span < 2 ** 62:
+        composite = (run_codes.astype(np.int64) * max(1, n_keys) + key_codes) * span + (step - lo)
+        order = np.argsort(composite, kind="stable")
+        if not (np.diff(composite[order]) == 0).any():
+            return order
+    return np.lexsort((value, ts, step, key_codes, run_codes))
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -135,14 +155,22 @@ def _empty() -> pd.DataFrame:
 _ROW = np.dtype([("code", "i4"), ("step", "i8"), ("timestamp", "i8"), ("value", "f8"), ("is_nan", "i1")])
 
 
-def _read_sqlite(uri: str, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
+def _read_sqlite(uri: str, run_keys: dict[str, list[str]], workers: int = 0) -> list[pd.DataFrame]:
     """Per run, one parameterised read-only query; keys come back as integer codes via CASE so
     rows stream into a structured numpy array without a Python string per row."""
+    items = list(run_keys.items())
+    workers = workers or max(1, min(4, os.cpu_count() or 1, len(items)))
+    if workers > 1:  # sqlite releases the GIL while it steps through pages: two readers go ~2x faster
+        with ThreadPoolExecutor(workers) as pool:
+            chunks = list(pool.map(lambda part: _read_sqlite(uri, dict(part), workers=1),
+                                   [items[i::workers] for i in range(workers)]))
+        by_run = {p["run_id"].cat.categories[0]: p for chunk in chunks for p in chunk}
+        return [by_run[r] for r, _ in items]
     path = uri[len("sqlite:///"):]
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
     parts = []
     try:
-        for run_id, keys in run_keys.items():
+        for run_id, keys in items:
             case = "CASE key " + " ".join(f"WHEN ? THEN {i}" for i in range(len(keys))) + " ELSE -1 END" \
                 if keys else "-1"
             cur = con.execute(f"SELECT {case}, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = ?",
@@ -341,7 +369,7 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
         else:
             todo[run.info.run_id] = (run, path)
 
-    chunk = 20
+    chunk = 50
     ids = list(todo)
     bar = tqdm(total=len(ids), disable=not progress or len(ids) < 2 * chunk, desc="loading runs", unit="run")
     for i in range(0, len(ids), chunk):

@@ -1,0 +1,177 @@
+"""Studies: train (or reuse) a set of runs, then report on them.
+
+``chapter10``: the chapter's four scenarios over several seeds, set beside what the tutorial
+says each curve should look like. ``loss_families``: the stable setup under all five loss
+families, testing the gain law per family. Runs are identified by the hash of their resolved
+config (tag ``gantrack.config_hash``): a finished run with the same hash is reused, not retrained.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import tracking
+from .config import Config, preset, validate
+from .errors import GantrackError
+
+CHAPTER10 = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
+FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")
+QUICK = dict(width=0.125, sample_every=150)  # narrow models: a 450-step run takes about a minute on one core
+
+
+def _train_one(cfg: Config, uri: str) -> str:
+    from .harness import train
+
+    return train(cfg, tracking_uri=uri, quiet=True)
+
+
+def run_configs(configs: list[Config], tracking_uri: str | None = None, workers: int = 2,
+                progress: bool = True) -> list[str]:
+    """Train every config not already FINISHED in its experiment (matched by config hash); run ids in order."""
+    from tqdm import tqdm
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    mlclient = tracking.client(uri)
+    ids: list[str | None] = []
+    todo = []
+    for cfg in configs:
+        cfg = validate(cfg)
+        exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # also creates the DB once, up front
+        found = mlclient.search_runs([exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}' "
+                                               "and attributes.status = 'FINISHED'", max_results=1)
+        ids.append(found[0].info.run_id if found else None)
+        if not found:
+            todo.append((len(ids) - 1, cfg))
+    if progress and len(configs) > len(todo):
+        print(f"reusing {len(configs) - len(todo)} finished run(s); training {len(todo)}", flush=True)
+    if not todo:
+        return ids  # type: ignore[return-value]
+    threads = max(1, (os.cpu_count() or 2) // max(1, workers))
+    todo = [(i, cfg.replace(threads=cfg.threads or threads)) for i, cfg in todo]
+    bar = tqdm(total=len(todo), disable=not progress, desc="training", unit="run")
+    errors = []
+    with ProcessPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+        futures = {pool.submit(_train_one, cfg, uri): (i, cfg) for i, cfg in todo}
+        for fut in as_completed(futures):
+            i, cfg = futures[fut]
+            try:
+                ids[i] = fut.result()
+            except Exception as e:  # one failed run does not stop the others; it ends FAILED in MLflow
+                errors.append(f"{cfg.scenario}/{cfg.loss}/seed {cfg.seed}: {e}")
+            bar.update(1)
+    bar.close()
+    if errors:
+        print("some runs failed:\n  " + "\n  ".join(errors), flush=True)
+    return [i for i in ids if i is not None]
+
+
+# --- the tutorial's descriptions, as checks -------------------------------------------------------
+
+def _late(wide: pd.DataFrame, frac: float = 0.5) -> pd.DataFrame:
+    return wide[wide.index > wide.index.min() + frac * (wide.index.max() - wide.index.min())]
+
+
+def tutorial_checks(runset) -> pd.DataFrame:
+    """Each scenario's curve statistics beside what the tutorial says (second half of training unless noted)."""
+    m = runset.metrics
+    rows = []
+    for _, run in runset.runs.iterrows():
+        scenario = run.get("tags.gantrack.scenario")
+        if scenario not in CHAPTER10:
+            continue
+        sub = m[m["run_id"] == run["run_id"]]
+        wide = sub.pivot_table(index="step", columns="key", values="value", aggfunc="last", observed=True)
+        wide.columns = wide.columns.astype(str)
+        late = _late(wide)
+        seed = run.get("tags.gantrack.seed")
+
+        def add(stat, says, value, ok):
+            rows.append({"scenario": scenario, "seed": seed, "statistic": stat, "tutorial": says,
+                         "measured": value, "agrees": ok})
+
+        d = late[["loss/d_real", "loss/d_fake"]].mean()
+        if scenario in ("stable", "mode-collapse"):
+            add("mean d_real, d_fake (2nd half)", "about 0.5-0.8" if scenario == "stable" else "(no figure given)",
+                f"{d['loss/d_real']:.2f}, {d['loss/d_fake']:.2f}",
+                bool((d.between(0.5, 0.8)).all()) if scenario == "stable" else None)
+            add("mean g (2nd half)", "1.0-2.0" if scenario == "stable" else "(no figure given)",
+                f"{late['loss/g'].mean():.2f}", bool(1.0 <= late["loss/g"].mean() <= 2.0) if scenario == "stable" else None)
+            acc = late[["acc/real", "acc/fake"]].mean().mean()
+            add("mean D accuracy (2nd half)", "70-80 %" if scenario == "stable" else "(no figure given)",
+                f"{100 * acc:.0f} %", bool(0.7 <= acc <= 0.8) if scenario == "stable" else None)
+        elif scenario == "convergence-failure":
+            low = wide["loss/d"] < 0.05
+            # first step from which loss/d stays below 0.05 until the end
+            stays = low[::-1].cumprod()[::-1].astype(bool)
+            first = int(stays.idxmax()) if stays.any() else None
+            add("step from which loss/d < 0.05 for good", "within 20-30 steps, then stays near 0",
+                str(first) if first else "never", first is not None and first <= 30)
+            add("mean loss/d, g (2nd half)", "d ≈ 0", f"{late['loss/d'].mean():.3f}, {late['loss/g'].mean():.2f}",
+                bool(late["loss/d"].mean() < 0.05))
+        elif scenario == "convergence-failure-adam":
+            add("mean d_real, d_fake (2nd half)", "near 0", f"{d['loss/d_real']:.3f}, {d['loss/d_fake']:.3f}",
+                bool((d < 0.1).all()))
+            gmax = float(late["loss/g"].max())
+            add("g in the 2nd half (mean, max)", "climbs past 10", f"{late['loss/g'].mean():.2f}, {gmax:.2f}",
+                gmax > 10)
+    return pd.DataFrame(rows)
+
+
+def _checks_markdown(checks: pd.DataFrame) -> str:
+    if checks.empty:
+        return "No chapter-10 scenario runs in this experiment."
+    t = checks.copy()
+    t["agrees"] = t["agrees"].map({True: "yes", False: "**no**", None: "—"})
+    lines = ["| scenario | seed | statistic | tutorial | measured | agrees |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.scenario} | {r.seed} | {r.statistic} | {r.tutorial} | {r.measured} | {r.agrees} |"
+              for r in t.itertuples()]
+    n_ok = int((checks["agrees"] == True).sum())  # noqa: E712
+    n_all = int(checks["agrees"].notna().sum())
+    return "\n".join(lines) + f"\n\n{n_ok} of {n_all} checkable statements agree with the tutorial."
+
+
+def chapter10(experiment: str = "chapter10", seeds=(1, 2), quick: bool = True, tracking_uri: str | None = None,
+              out_dir: str | Path | None = None, workers: int = 2, progress: bool = True):
+    """Train (or reuse) the chapter-10 scenarios over ``seeds`` and write the comparative report."""
+    from .analysis import load_runs
+    from .analysis.report import build_report
+
+    if not seeds:
+        raise GantrackError("chapter10 needs at least one seed")
+    configs = [preset(s).replace(experiment=experiment, seed=int(seed), **(QUICK if quick else {}))
+               for s in CHAPTER10 for seed in seeds]
+    run_configs(configs, tracking_uri, workers, progress)
+    rs = load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
+    checks = tutorial_checks(rs)
+    return build_report(experiment, tracking_uri, out_dir, runset=rs, progress=progress,
+                        extra_sections=[("The scenarios beside the tutorial", _checks_markdown(checks))])
+
+
+def loss_families(experiment: str = "loss-families", seeds=(1,), quick: bool = True,
+                  tracking_uri: str | None = None, out_dir: str | Path | None = None, workers: int = 2,
+                  progress: bool = True):
+    """The stable setup under all five loss families (WGAN-GP with 5 critic steps, lr 1e-4, β1 0)."""
+    from .analysis.report import build_report
+
+    configs = []
+    for fam in FAMILIES:
+        extra = dict(n_critic=5, lr=1e-4, beta1=0.0, beta2=0.9) if fam == "wgan-gp" else {}
+        for seed in seeds:
+            configs.append(preset("stable").replace(experiment=experiment, loss=fam, seed=int(seed),
+                                                    **(QUICK if quick else {}), **extra))
+    run_configs(configs, tracking_uri, workers, progress)
+    return build_report(experiment, tracking_uri, out_dir, progress=progress)
+
+
+def summarise_families(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per family: measured link vs gain-law prediction (median over runs) and how often it holds."""
+    s = summary[summary["reason"] == ""]
+    return s.groupby("family").agg(runs=("run_id", "size"), p_bar=("p_bar", "median"),
+                                   predicted_link=("predicted_link", "median"), link=("link", "median"),
+                                   holds=("gain_law_holds", lambda x: int(np.nansum(x.astype(float))))).reset_index()
