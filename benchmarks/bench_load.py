@@ -83,8 +83,9 @@ def main() -> None:
     for label, extra in (("imports only", ""), ("cold load", f"load_runs('bench', tracking_uri='{uri}', "
                          f"cache_dir='{tempfile.mkdtemp()}', progress=False)"),
                          ("warm load", f"load_runs('bench', tracking_uri='{uri}', cache_dir='{cache}', progress=False)")):
-        code = ("import resource; from gantrack.analysis import load_runs; " + (extra + "; " if extra else "") +
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report our peak
+        code = ("from gantrack.analysis import load_runs; " + (extra + "; " if extra else "") +
+                "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         print(f"peak RSS, {label + ':':14s} {int(out.stdout.split()[-1]) / 1024:6.0f} MiB")
 
