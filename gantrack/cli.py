@@ -14,10 +14,14 @@ from .errors import GantrackError, TrainingDiverged
 
 def _train(args) -> int:
     from . import config as config_mod
-    from .harness import train
+    from .harness import resume, train
+
+    if args.resume:
+        print(resume(args.resume, tracking_uri=args.tracking_uri, quiet=args.quiet))
+        return 0
 
     overrides = config_mod.parse_set(args.set or [])
-    for name in ("experiment", "seed", "steps", "epochs", "width", "loss", "lr", "optimizer"):
+    for name in ("experiment", "seed", "steps", "epochs", "width", "loss", "lr", "optimizer", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -104,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite ./mlflow.db)")
     t.add_argument("--allow-nan", action="store_true", help="keep training after a NaN/inf loss")
     t.add_argument("--no-probes", action="store_true", help="skip the 2x2 probe forward passes")
+    t.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps (enables --resume)")
+    t.add_argument("--resume", metavar="RUN_ID", help="continue a crashed run from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 

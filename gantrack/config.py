@@ -73,6 +73,8 @@ class Config:
     flush_every: int = 100  # metrics are sent to MLflow in batches of this many steps
     sample_every: int = 100  # sample grid every N steps (0: only at the end)
     allow_nan: bool = False
+    checkpoint_every: int = 0  # steps between checkpoints (0: none); metrics are then flushed at checkpoints
+    checkpoint_dir: str = ""  # default $GANTRACK_CHECKPOINT_DIR or ~/.cache/gantrack/checkpoints
     threads: int = 0  # torch threads; 0 leaves torch's default
 
     def replace(self, **changes: Any) -> "Config":
@@ -84,7 +86,7 @@ class Config:
     def config_hash(self) -> str:
         """Hash of the resolved config (minus presentation-only fields): identifies a run in a sweep."""
         d = self.to_dict()
-        for k in ("experiment", "flush_every", "threads"):
+        for k in ("experiment", "flush_every", "threads", "checkpoint_every", "checkpoint_dir"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -230,7 +232,7 @@ def validate(cfg: Config) -> Config:
         v = getattr(cfg, name)
         if not (v > 0) or v != v or v == float("inf"):
             raise GantrackError(f"{name} must be a positive number, got {v}")
-    for name in ("steps", "batches_per_epoch", "sample_every", "threads"):
+    for name in ("steps", "batches_per_epoch", "sample_every", "threads", "checkpoint_every"):
         if getattr(cfg, name) < 0:
             raise GantrackError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.batch_size < 2:

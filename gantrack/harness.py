@@ -259,13 +259,12 @@ def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) 
 
     The tracking store is MLflow's default (sqlite ``./mlflow.db``, artifacts ``./mlruns``)
     unless ``tracking_uri`` or ``MLFLOW_TRACKING_URI`` names another. A run that fails ends
-    FAILED with the reason in the ``gantrack.failure`` tag; Ctrl-C ends it KILLED.
+    FAILED with the reason in the ``gantrack.failure`` tag; Ctrl-C ends it KILLED. With
+    ``checkpoint_every`` > 0 the run can be continued after a crash with ``resume(run_id)``.
     """
     from mlflow.entities import Param, RunTag
 
     cfg = validate(config)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri)
     real = _load_real(cfg)  # bad data fails here, before any run exists
@@ -280,17 +279,92 @@ def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) 
     if commit:
         tags["mlflow.source.git.commit"] = commit
     try:
-        run = mlclient.create_run(exp_id, tags=tags, run_name=_run_name(cfg))
+        run = tracking.retry(mlclient.create_run, exp_id, tags=tags, run_name=_run_name(cfg))
     except Exception as e:
         raise GantrackError(f"cannot create a run in {uri}: {str(e).splitlines()[0]}") from None
     run_id = run.info.run_id
-    buffer = tracking.MetricBuffer(mlclient, run_id)
-    try:
+
+    def setup():
         params = [Param(k, v) for k, v in tracking.flatten(cfg.to_dict()).items()]
         params.append(Param("total_steps", str(steps)))
-        mlclient.log_batch(run_id, params=params, tags=[RunTag("gantrack.status", "training")])
-        mlclient.log_dict(run_id, cfg.to_dict(), "config.json")
-        _loop(cfg, mlclient, run_id, buffer, build_gan(cfg, real), steps, quiet)
+        tracking.retry(mlclient.log_batch, run_id, params=params, tags=[RunTag("gantrack.status", "training")])
+        tracking.retry(mlclient.log_dict, run_id, cfg.to_dict(), "config.json")
+        return build_gan(cfg, real), 1, {}
+
+    _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup)
+    return run_id
+
+
+def config_of_run(mlclient, run) -> Config:
+    """The config a run was trained with, rebuilt from its params."""
+    known = {f for f in Config.__dataclass_fields__}
+    values = {k: v for k, v in run.data.params.items() if k in known}
+    from .config import apply_overrides
+
+    return validate(apply_overrides(Config(), values))
+
+
+def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) -> str:
+    """Continue a run that died (crash, SIGKILL, lost machine) from its last checkpoint, in the same
+    MLflow run. Metrics are flushed only at checkpoints, so no step is logged twice or skipped."""
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    mlclient = tracking.client(uri)
+    try:
+        run = mlclient.get_run(run_id)
+    except Exception:
+        raise GantrackError(f"unknown run id {run_id!r}") from None
+    if run.info.status == "FINISHED":
+        raise GantrackError(f"run {run_id} is already FINISHED")
+    cfg = config_of_run(mlclient, run)
+    path = checkpoint_path(cfg, run_id)
+    if not path.is_file():
+        raise GantrackError(f"run {run_id} has no checkpoint at {path} (train with checkpoint_every > 0)")
+    real = _load_real(cfg)
+    steps = total_steps(cfg, None if real is None else len(real))
+
+    def setup():
+        gan = build_gan(cfg, real)
+        state = torch.load(path, weights_only=True)
+        gan.D.load_state_dict(state["D"])
+        gan.G.load_state_dict(state["G"])
+        gan.opt_d.load_state_dict(state["opt_d"])
+        gan.opt_g.load_state_dict(state["opt_g"])
+        gan.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        tracking.retry(mlclient.update_run, run_id, status="RUNNING")
+        tracking.retry(mlclient.set_tag, run_id, "gantrack.resumed_from_step", str(state["step"]))
+        return gan, state["step"] + 1, {k: list(v) for k, v in state["history"].items()}
+
+    _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup)
+    return run_id
+
+
+def checkpoint_path(cfg: Config, run_id: str) -> Path:
+    import os
+
+    root = Path(cfg.checkpoint_dir or os.environ.get("GANTRACK_CHECKPOINT_DIR")
+                or Path.home() / ".cache" / "gantrack" / "checkpoints")
+    return root / f"{run_id}.pt"
+
+
+def _save_checkpoint(path: Path, gan: GAN, step: int, history: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "D": gan.D.state_dict(), "G": gan.G.state_dict(), "opt_d": gan.opt_d.state_dict(),
+                "opt_g": gan.opt_g.state_dict(), "gen": gan.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": history}, tmp)
+    tmp.replace(path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup) -> None:
+    """Run the loop; on any failure end the run FAILED (Ctrl-C: KILLED) with the reason as a tag."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    buffer = tracking.MetricBuffer(mlclient, run_id, uri=uri)
+    try:
+        gan, start, history = setup()
+        _loop(cfg, mlclient, run_id, buffer, gan, start, steps, history, quiet)
     except BaseException as e:
         status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
@@ -301,20 +375,22 @@ def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) 
         except Exception:  # the store itself is gone: the spool file (if any) holds the metrics
             pass
         raise
-    return run_id
 
 
-def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan: GAN, steps: int,
-          quiet: bool) -> None:
+def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan: GAN, start: int, steps: int,
+          history: dict[str, list[float]], quiet: bool) -> None:
     from tqdm import tqdm
 
     samples = _Samples(gan)
-    history: dict[str, list[float]] = {}
-    bar = tqdm(total=steps, disable=quiet, file=sys.stderr, desc=_run_name(cfg), unit="step", dynamic_ncols=True)
+    ckpt = checkpoint_path(cfg, run_id) if cfg.checkpoint_every else None
+    # with checkpoints, metrics are written only right after one, so a resumed run re-logs nothing
+    flush_every = cfg.checkpoint_every or cfg.flush_every
+    bar = tqdm(total=steps, initial=start - 1, disable=quiet, file=sys.stderr, desc=_run_name(cfg), unit="step",
+               dynamic_ncols=True)
     with tempfile.TemporaryDirectory(prefix="gantrack-") as tmp:
         tmpdir = Path(tmp)
         keys: list[str] | None = None
-        for step in range(1, steps + 1):
+        for step in range(start, steps + 1):
             metrics = gan_step(gan)
             if keys is None:
                 keys = list(metrics)
@@ -324,23 +400,27 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
                 history.setdefault(k, []).append(v)
             bad = [k for k, v in zip(keys, values) if k.startswith("loss/") and not math.isfinite(v)]
             if bad:
-                mlclient.set_tag(run_id, "gantrack.nonfinite_step", str(step))
+                tracking.best_effort(mlclient.set_tag, run_id, "gantrack.nonfinite_step", str(step))
                 if not cfg.allow_nan:
                     buffer.flush()
                     raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {step} "
                                            "(rerun with --allow-nan to continue)")
-            if step % cfg.flush_every == 0:
+            if ckpt is not None and step % cfg.checkpoint_every == 0:
+                _save_checkpoint(ckpt, gan, step, history)
+            if step % flush_every == 0:
                 buffer.flush()
             if cfg.sample_every and step % cfg.sample_every == 0:
-                mlclient.log_artifact(run_id, str(samples.save(gan, step, tmpdir)), "samples")
+                tracking.best_effort(mlclient.log_artifact, run_id, str(samples.save(gan, step, tmpdir)), "samples")
             if not quiet and (step % 10 == 0 or step == steps):
                 bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in ("loss/d_real", "loss/d_fake", "loss/g")},
                                 refresh=False)
             bar.update(1)
         bar.close()
-        if spool := buffer.close():
-            mlclient.set_tag(run_id, "gantrack.spool", str(spool))
-        _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir)
+        spool = buffer.close(final_status="FINISHED")
+        if spool is None:
+            _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
 
 
 def _finish(cfg, mlclient, run_id, gan: GAN, samples: _Samples, steps: int, history, tmpdir: Path) -> None:
@@ -350,11 +430,11 @@ def _finish(cfg, mlclient, run_id, gan: GAN, samples: _Samples, steps: int, hist
     fig = figures.book_plots(np.arange(1, steps + 1), {k: np.asarray(v) for k, v in history.items()})
     fig.savefig(tmpdir / "plot_line_plot_loss.png", dpi=100)
     figures.close(fig)
-    mlclient.log_artifact(run_id, str(tmpdir / "plot_line_plot_loss.png"), "plots")
+    tracking.retry(mlclient.log_artifact, run_id, str(tmpdir / "plot_line_plot_loss.png"), "plots")
     wdir = tmpdir / "weights"
     wdir.mkdir()
     torch.save(gan.D.state_dict(), wdir / "discriminator.pt")
     torch.save(gan.G.state_dict(), wdir / "generator.pt")
-    mlclient.log_artifacts(run_id, str(wdir), "weights")
-    mlclient.set_tag(run_id, "gantrack.status", "finished")
-    mlclient.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
+    tracking.retry(mlclient.log_artifacts, run_id, str(wdir), "weights")
+    tracking.retry(mlclient.set_tag, run_id, "gantrack.status", "finished")
+    tracking.retry(mlclient.set_terminated, run_id, "FINISHED", end_time=int(time.time() * 1000))

@@ -15,7 +15,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -114,19 +113,63 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+TRANSIENT = ("database is locked", "database table is locked", "connection", "timed out", "timeout",
+             "max retries", "temporarily unavailable", "502", "503", "504", "refused")
+
+
+def _transient(e: Exception) -> bool:
+    text = f"{type(e).__name__}: {e}".lower()
+    return any(t in text for t in TRANSIENT)
+
+
+def retry(fn, *args, attempts: int = 8, first_wait: float = 0.25, **kwargs):
+    """Call ``fn``, retrying transient store errors (sqlite "database is locked", a server that is
+    restarting) with exponential back-off: 0.25 s, 0.5 s, ... (about a minute in all)."""
+    wait = first_wait
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if i == attempts - 1 or not _transient(e):
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 16)
+
+
+def best_effort(fn, *args, **kwargs) -> bool:
+    """For calls training must survive without (sample grids, tags): warn and go on."""
+    try:
+        fn(*args, **kwargs)
+        return True
+    except Exception as e:
+        log.warning("MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn),
+                    str(e).splitlines()[0][:200])
+        return False
+
+
+def spool_dir() -> Path:
+    return Path(os.environ.get("GANTRACK_SPOOL_DIR") or Path.home() / ".cache" / "gantrack" / "spool")
+
+
 class MetricBuffer:
     """Collects per-step metrics and writes them with ``log_batch`` in chunks.
 
-    ``add`` costs a list append; ``flush`` sends everything pending. A failed flush keeps
-    the metrics pending (retried next time); ``close`` spools what never got through.
+    ``add`` costs a list append; ``flush`` sends everything pending. A failed flush keeps the
+    metrics pending (retried at the next flush), so training goes on through a tracking outage.
+    ``close`` keeps trying for ``GANTRACK_FINAL_FLUSH_WAIT`` seconds (default 60), then spools what
+    never got through (and the run's final status) to a JSON-lines file for ``gantrack sync``.
     """
 
-    def __init__(self, mlclient, run_id: str, spool_dir: Path | None = None):
+    def __init__(self, mlclient, run_id: str, uri: str = ""):
         self.client = mlclient
         self.run_id = run_id
         self.pending: list = []
         self.failures = 0
-        self.spool_dir = spool_dir
+        if uri.startswith(("http://", "https://")):
+            # MLflow's own HTTP retries back off for minutes; fail fast and keep the metrics instead
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     def add(self, step: int, values: Iterable[tuple[str, float]], timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -136,64 +179,88 @@ class MetricBuffer:
 
     def flush(self) -> bool:
         """Send pending metrics; True when nothing is left pending."""
-        if not self.pending:
-            return True
         try:
-            # log_batch accepts at most 1000 metrics per call over REST; chunk so a retry resends little
+            # at most 1000 metrics per call (MLflow's REST limit); a retry resends little
             while self.pending:
                 chunk = self.pending[:1000]
-                self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+                retry(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True, attempts=3)
                 del self.pending[:1000]
+            if self.failures:
+                log.warning("MLflow reachable again: buffered metrics written")
+                self.failures = 0
             return True
         except Exception as e:  # network or lock errors: keep the metrics and retry later
             self.failures += 1
-            log.warning("could not write %d metrics to MLflow (%s); will retry", len(self.pending),
-                        str(e).splitlines()[0][:200])
+            if self.failures == 1:
+                print(f"gantrack: cannot write to MLflow ({str(e).splitlines()[0][:120]}); training continues, "
+                      f"metrics are buffered", file=sys.stderr)
             return False
 
-    def close(self) -> Path | None:
-        """Final flush; if it fails, write pending metrics to a spool file and return its path."""
-        if self.flush():
-            return None
-        folder = self.spool_dir or Path(tempfile.gettempdir())
+    def close(self, final_status: str | None = None) -> Path | None:
+        """Final flush, retried for a while; if it still fails, spool pending metrics (and the final
+        status) to a file and return its path."""
+        deadline = time.time() + float(os.environ.get("GANTRACK_FINAL_FLUSH_WAIT", "60"))
+        while not self.flush():
+            if time.time() > deadline:
+                return self._spool(final_status)
+            time.sleep(2)
+        return None
+
+    def _spool(self, final_status: str | None) -> Path:
+        folder = spool_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"gantrack-spool-{self.run_id}.jsonl"
+        path = folder / f"{self.run_id}.jsonl"
         with path.open("a") as f:
             for m in self.pending:
                 value = m.value if math.isfinite(m.value) else str(m.value)
                 f.write(json.dumps({"run_id": self.run_id, "key": m.key, "value": value,
                                     "timestamp": m.timestamp, "step": m.step}) + "\n")
+            if final_status:
+                f.write(json.dumps({"run_id": self.run_id, "status": final_status}) + "\n")
+        n = len(self.pending)
         self.pending.clear()
-        print(f"gantrack: MLflow unreachable; metrics spooled to {path} (upload with `gantrack sync {path}`)",
-              file=sys.stderr)
+        print(f"gantrack: MLflow unreachable; {n} metrics spooled to {path} "
+              f"(upload with `gantrack sync {path}`)", file=sys.stderr)
         return path
 
 
 def sync_spool(path: str | Path, tracking_uri: str | None = None) -> int:
-    """Upload a spool file written by ``MetricBuffer.close``; returns the number of metrics written."""
+    """Upload a spool file written by ``MetricBuffer``; sets the run's final status if recorded.
+    Returns the number of metrics written; the file is renamed ``*.synced`` afterwards."""
     from mlflow.entities import Metric
 
     p = Path(path)
     if not p.is_file():
         raise GantrackError(f"spool file not found: {p}")
     by_run: dict[str, list] = {}
+    status: dict[str, str] = {}
     try:
         for line in p.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if "status" in r:
+                status[r["run_id"]] = r["status"]
+            else:
                 by_run.setdefault(r["run_id"], []).append(
-                    Metric(r["key"], float(r["value"]), int(r["timestamp"]), int(r["step"])))
-    except (ValueError, KeyError, TypeError) as e:
+                    Metric(str(r["key"]), float(r["value"]), int(r["timestamp"]), int(r["step"])))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise GantrackError(f"{p} is not a gantrack spool file: {e}") from None
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     mlclient = client(uri)
     n = 0
-    for run_id, metrics in by_run.items():
-        buf = MetricBuffer(mlclient, run_id)
-        buf.pending = metrics
-        if not buf.flush():
-            raise GantrackError(f"could not upload {len(buf.pending)} metrics of run {run_id}; spool kept")
+    for run_id in set(by_run) | set(status):
+        try:
+            mlclient.get_run(run_id)
+        except Exception:
+            raise GantrackError(f"run {run_id} from {p} does not exist in {uri}") from None
+        metrics = by_run.get(run_id, [])
+        for i in range(0, len(metrics), 1000):
+            retry(mlclient.log_batch, run_id, metrics=metrics[i:i + 1000])
         n += len(metrics)
+        if run_id in status:
+            retry(mlclient.set_tag, run_id, "gantrack.synced_from", str(p))
+            retry(mlclient.set_terminated, run_id, status[run_id])
     p.rename(p.with_suffix(".synced"))
     return n
