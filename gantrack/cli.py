@@ -75,6 +75,27 @@ def _study(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from . import config as config_mod
+    from .errors import GantrackError
+    from .sweep import parse_grid, sweep
+
+    file_values = config_mod.load_toml(args.config, tables=("grid",)) if args.config else {}
+    grid = file_values.pop("grid", {})
+    if not isinstance(grid, dict):
+        raise GantrackError("grid must be a table: [grid] seed = [1, 2]")
+    grid = {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
+    grid.update(parse_grid(args.grid or []))
+    overrides = config_mod.parse_set(args.set or [])
+    if args.experiment:
+        overrides["experiment"] = args.experiment
+    base = config_mod.resolve(args.preset, None, overrides, file_values=file_values)
+    out = sweep(base, grid, tracking_uri=args.tracking_uri, workers=args.workers, name=args.name,
+                progress=not args.quiet)
+    print(f"sweep {out['parent']}: {len(out['runs'])} finished, {out['failed']} failed")
+    return 1 if out["failed"] else 0
+
+
 def _ui(args) -> int:
     from .ui import serve
 
@@ -136,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_study)
+
+    w = sub.add_parser("sweep", help="train a grid of configs with worker processes (restartable)")
+    w.add_argument("--preset", default=None)
+    w.add_argument("--config", help="TOML: config fields plus a [grid] table of lists")
+    w.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a grid axis (repeatable)")
+    w.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base config field")
+    w.add_argument("--experiment")
+    w.add_argument("--name", help="parent run name")
+    w.add_argument("--workers", type=int, default=2)
+    w.add_argument("--tracking-uri")
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(func=_sweep)
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the same store")
     u.add_argument("--tracking-uri")

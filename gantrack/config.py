@@ -187,8 +187,9 @@ def parse_set(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a config file: top-level keys are Config fields (``preset = "..."`` allowed)."""
+def load_toml(path: str | Path, tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a config file: top-level keys are Config fields (``preset = "..."`` allowed);
+    ``tables`` names the tables allowed (a sweep file's ``[grid]``)."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
@@ -199,15 +200,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise GantrackError(f"cannot read config file {p}: {e.strerror}") from None
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in tables:
             raise GantrackError(f"config file {p}: tables are not supported ([{key}])")
     return data
 
 
 def resolve(preset_name: str | None = None, config_file: str | None = None,
-            overrides: dict[str, Any] | None = None) -> Config:
+            overrides: dict[str, Any] | None = None, file_values: dict[str, Any] | None = None) -> Config:
     """Preset, then file, then overrides; validated."""
-    file_values = load_toml(config_file) if config_file else {}
+    file_values = dict(file_values) if file_values is not None else (load_toml(config_file) if config_file else {})
     name = file_values.pop("preset", None) or preset_name or "stable"
     if not isinstance(name, str):
         raise GantrackError(f"preset: expected a string, got {name!r}")

@@ -254,7 +254,8 @@ class _Samples:
         return path
 
 
-def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) -> str:
+def train(config: Config, tracking_uri: str | None = None, quiet: bool = False,
+          parent_run_id: str | None = None) -> str:
     """Train ``config`` and log everything to MLflow; returns the run id.
 
     The tracking store is MLflow's default (sqlite ``./mlflow.db``, artifacts ``./mlruns``)
@@ -278,6 +279,8 @@ def train(config: Config, tracking_uri: str | None = None, quiet: bool = False) 
     commit = tracking.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
     try:
         run = tracking.retry(mlclient.create_run, exp_id, tags=tags, run_name=_run_name(cfg))
     except Exception as e:

@@ -8,67 +8,18 @@ config (tag ``gantrack.config_hash``): a finished run with the same hash is reus
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import tracking
-from .config import Config, preset, validate
+from .config import preset
 from .errors import GantrackError
+from .sweep import run_configs
 
 CHAPTER10 = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
 FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")
 QUICK = dict(width=0.125, sample_every=150)  # narrow models: a 450-step run takes about a minute on one core
-
-
-def _train_one(cfg: Config, uri: str) -> str:
-    from .harness import train
-
-    return train(cfg, tracking_uri=uri, quiet=True)
-
-
-def run_configs(configs: list[Config], tracking_uri: str | None = None, workers: int = 2,
-                progress: bool = True) -> list[str]:
-    """Train every config not already FINISHED in its experiment (matched by config hash); run ids in order."""
-    from tqdm import tqdm
-
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
-    mlclient = tracking.client(uri)
-    ids: list[str | None] = []
-    todo = []
-    for cfg in configs:
-        cfg = validate(cfg)
-        exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # also creates the DB once, up front
-        found = mlclient.search_runs([exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}' "
-                                               "and attributes.status = 'FINISHED'", max_results=1)
-        ids.append(found[0].info.run_id if found else None)
-        if not found:
-            todo.append((len(ids) - 1, cfg))
-    if progress and len(configs) > len(todo):
-        print(f"reusing {len(configs) - len(todo)} finished run(s); training {len(todo)}", flush=True)
-    if not todo:
-        return ids  # type: ignore[return-value]
-    threads = max(1, (os.cpu_count() or 2) // max(1, workers))
-    todo = [(i, cfg.replace(threads=cfg.threads or threads)) for i, cfg in todo]
-    bar = tqdm(total=len(todo), disable=not progress, desc="training", unit="run")
-    errors = []
-    with ProcessPoolExecutor(max(1, min(workers, len(todo)))) as pool:
-        futures = {pool.submit(_train_one, cfg, uri): (i, cfg) for i, cfg in todo}
-        for fut in as_completed(futures):
-            i, cfg = futures[fut]
-            try:
-                ids[i] = fut.result()
-            except Exception as e:  # one failed run does not stop the others; it ends FAILED in MLflow
-                errors.append(f"{cfg.scenario}/{cfg.loss}/seed {cfg.seed}: {e}")
-            bar.update(1)
-    bar.close()
-    if errors:
-        print("some runs failed:\n  " + "\n  ".join(errors), flush=True)
-    return [i for i in ids if i is not None]
 
 
 # --- the tutorial's descriptions, as checks -------------------------------------------------------

@@ -165,6 +165,8 @@ class MetricBuffer:
         self.run_id = run_id
         self.pending: list = []
         self.failures = 0
+        self.next_try = 0.0  # during an outage, flushes are skipped until then: training keeps its speed
+        self.backoff = 2.0
         if uri.startswith(("http://", "https://")):
             # MLflow's own HTTP retries back off for minutes; fail fast and keep the metrics instead
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -177,20 +179,28 @@ class MetricBuffer:
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         self.pending.extend(Metric(k, v, ts, step) for k, v in values)
 
-    def flush(self) -> bool:
-        """Send pending metrics; True when nothing is left pending."""
+    def flush(self, force: bool = False) -> bool:
+        """Send pending metrics; True when nothing is left pending. After a failure, further
+        attempts wait 2 s, 4 s, ... (at most 60 s) unless ``force``."""
+        if not self.pending:
+            return True
+        if not force and time.monotonic() < self.next_try:
+            return False
         try:
             # at most 1000 metrics per call (MLflow's REST limit); a retry resends little
             while self.pending:
                 chunk = self.pending[:1000]
-                retry(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True, attempts=3)
+                retry(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True,
+                      attempts=1 if self.failures else 3)
                 del self.pending[:1000]
             if self.failures:
-                log.warning("MLflow reachable again: buffered metrics written")
-                self.failures = 0
+                print("gantrack: MLflow reachable again; buffered metrics written", file=sys.stderr)
+                self.failures, self.backoff = 0, 2.0
             return True
         except Exception as e:  # network or lock errors: keep the metrics and retry later
             self.failures += 1
+            self.next_try = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, 60.0)
             if self.failures == 1:
                 print(f"gantrack: cannot write to MLflow ({str(e).splitlines()[0][:120]}); training continues, "
                       f"metrics are buffered", file=sys.stderr)
@@ -200,7 +210,7 @@ class MetricBuffer:
         """Final flush, retried for a while; if it still fails, spool pending metrics (and the final
         status) to a file and return its path."""
         deadline = time.time() + float(os.environ.get("GANTRACK_FINAL_FLUSH_WAIT", "60"))
-        while not self.flush():
+        while not self.flush(force=True):
             if time.time() > deadline:
                 return self._spool(final_status)
             time.sleep(2)

@@ -131,7 +131,7 @@ def _check_complete(url, steps):
 
 
 def test_server_down_for_a_few_seconds_loses_no_metric(server, tmp_path):
-    steps = 1500
+    steps = 700
     proc = _run_through_outage(server, tmp_path, steps, down_for=4)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -140,7 +140,7 @@ def test_server_down_for_a_few_seconds_loses_no_metric(server, tmp_path):
 
 
 def test_server_gone_for_good_spools_and_sync_completes(server, tmp_path):
-    steps = 600
+    steps = 300
     spool = tmp_path / "spool"
     proc = _run_through_outage(server, tmp_path, steps, down_for=None,
                                env={"GANTRACK_FINAL_FLUSH_WAIT": "2", "GANTRACK_SPOOL_DIR": str(spool)})

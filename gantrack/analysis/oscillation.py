@@ -91,6 +91,8 @@ class Options:
             raise GantrackError(f"detrend must be linear, constant or none, got {opt.detrend!r}")
         if not (0 <= opt.burn_in):
             raise GantrackError(f"burn_in must be >= 0, got {opt.burn_in}")
+        if opt.highpass is not None and not (0 < opt.highpass < 0.5):
+            raise GantrackError(f"highpass must be in (0, 0.5) cycles/step, got {opt.highpass}")
         if opt.min_length < 8 or opt.nperseg < 8 or opt.n_boot < 10 or not 0 < opt.ci < 1:
             raise GantrackError("min_length and nperseg must be >= 8, n_boot >= 10, ci in (0, 1)")
         return opt
@@ -132,6 +134,8 @@ def _grid(run_id, key, steps: np.ndarray, values: np.ndarray, opt: Options) -> t
     raw = np.interp(grid, steps[finite], values[finite]) if n_missing else values[finite].astype(float)
     if np.ptp(raw) == 0:
         return None, "constant series"
+    if np.abs(raw).max() > 1e150:  # squares would overflow: no honest spectrum or variance
+        return None, "values too large to analyse (|x| > 1e150)"
     if opt.detrend == "none":
         x = raw.copy()
     else:
@@ -139,6 +143,8 @@ def _grid(run_id, key, steps: np.ndarray, values: np.ndarray, opt: Options) -> t
     if opt.highpass:
         sos = signal.butter(4, opt.highpass, btype="highpass", fs=1.0 / spacing, output="sos")
         x = signal.sosfiltfilt(sos, x)
+    if x.std() <= 1e-12 * (np.abs(raw).mean() + raw.std()):
+        return None, f"no variation left after detrend={opt.detrend!r} (a pure trend)"
     return Series(str(run_id), str(key), grid, raw, x, spacing, n_missing), ""
 
 
@@ -244,7 +250,10 @@ def ar2(x: np.ndarray) -> tuple[float, float]:
     if a1 * a1 + 4 * a2 >= 0 or a2 >= 0:
         return math.nan, math.nan
     radius = math.sqrt(-a2)
-    return 2 * math.pi / math.acos(max(-1.0, min(1.0, a1 / (2 * radius)))), radius
+    cos_w = a1 / (2 * radius)
+    if not -1.0 < cos_w < 1.0:  # a real-valued limit: no finite period
+        return math.nan, math.nan
+    return 2 * math.pi / math.acos(cos_w), radius
 
 
 def block_indices(n: int, block: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -39,6 +39,19 @@ class Report:
     report_run_id: str | None
 
 
+def figure_path(folder: Path, run_id: str) -> Path:
+    """Where a run's figure goes: its id reduced to [A-Za-z0-9_-], so a hostile id cannot leave ``folder``."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", str(run_id))[:64]
+    if safe != str(run_id):  # keep distinct ids distinct after the reduction
+        safe += "-" + hashlib.sha256(str(run_id).encode()).hexdigest()[:8]
+    path = folder / f"run_{safe}.png"
+    assert path.resolve().parent == folder.resolve()
+    return path
+
+
 def _label(row) -> str:
     parts = [str(row.get(c)) for c in ("scenario", "loss") if isinstance(row.get(c), str)]
     seed = row.get("seed")
@@ -123,7 +136,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     t0 = time.perf_counter()
     rs = runset or load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
     if "tags.gantrack.kind" in rs.runs.columns:
-        keep = rs.runs["tags.gantrack.kind"].fillna("") != "report"
+        keep = ~rs.runs["tags.gantrack.kind"].fillna("").isin(["report", "sweep"])
         rs = RunSet(rs.runs[keep].reset_index(drop=True),
                     rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))])
     if rs.runs.empty:
@@ -175,7 +188,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
         pngs = [_run_figure(j[2]) for j in jobs]
     run_pngs = {}
     for (rid, label, _), png in zip(jobs, pngs):
-        path = out / "figures" / f"run_{rid}.png"
+        path = figure_path(out / "figures", rid)
         path.write_bytes(png)
         run_pngs[rid] = path
     cross = {}

@@ -1,0 +1,156 @@
+"""Sweeps: grids of configs trained by worker processes into one experiment, restartable.
+
+Each run is identified by the hash of its resolved config (tag ``gantrack.config_hash``). Running
+the same sweep again reuses FINISHED runs, resumes unfinished runs that left a checkpoint (a killed
+sweep picks up where each run stopped) and retrains the rest (FAILED runs, runs with no checkpoint).
+All runs of a sweep hang under a parent run (``mlflow.parentRunId``), tagged ``gantrack.kind = sweep``.
+
+Concurrency on sqlite: the database is created once, before any worker starts (MLflow runs its
+schema migrations unlocked on first open); every store call that can meet "database is locked"
+goes through ``tracking.retry`` (exponential back-off) and metrics are written in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from . import tracking
+from .config import Config, apply_overrides, validate
+from .errors import GantrackError
+
+CHECKPOINT_EVERY = 50  # sweeps checkpoint by default so a killed sweep resumes its runs
+
+
+def expand_grid(base: Config, grid: dict[str, list[Any]]) -> list[Config]:
+    """Every combination of the grid's values applied to ``base`` (``preset`` may be a grid axis)."""
+    from .config import preset
+
+    if not grid:
+        return [validate(base)]
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise GantrackError(f"grid axis {key!r} needs a non-empty list of values")
+    keys = list(grid)
+    if len(list(itertools.product(*grid.values()))) > 10000:
+        raise GantrackError("grid has more than 10,000 runs; split it")
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        cfg = base
+        if "preset" in values:
+            name = values.pop("preset")
+            kept = {k: getattr(base, k) for k in ("experiment", "checkpoint_every", "checkpoint_dir", "threads")}
+            cfg = preset(str(name)).replace(**kept)
+        out.append(validate(apply_overrides(cfg, values)))
+    return out
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["seed=1,2,3", "loss=nsgan,hinge"]`` → ``{"seed": ["1","2","3"], "loss": ["nsgan","hinge"]}``."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise GantrackError(f"--grid expects key=v1,v2,..., got {item!r}")
+        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+def _work(kind: str, cfg: Config, uri: str, run_id: str | None, parent: str | None) -> str:
+    from .harness import resume, train
+
+    if kind == "resume":
+        return resume(run_id, tracking_uri=uri, quiet=True)
+    return train(cfg, tracking_uri=uri, quiet=True, parent_run_id=parent)
+
+
+def run_configs(configs: list[Config], tracking_uri: str | None = None, workers: int = 2, progress: bool = True,
+                parent_run_id: str | None = None) -> list[str]:
+    """Train every config not already FINISHED in its experiment; run ids in the configs' order
+    (failed runs are left out and reported)."""
+    from tqdm import tqdm
+
+    from .harness import checkpoint_path
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    mlclient = tracking.client(uri)
+    ids: list[str | None] = []
+    todo = []
+    for cfg in configs:
+        cfg = validate(cfg)
+        exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # creates the DB once, up front
+        found = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}'",
+                               max_results=100)
+        done = [r for r in found if r.info.status == "FINISHED"]
+        ids.append(done[0].info.run_id if done else None)
+        if done:
+            continue
+        resumable = [r for r in found if r.info.status != "FINISHED" and checkpoint_path(cfg, r.info.run_id).is_file()]
+        if resumable:
+            todo.append((len(ids) - 1, "resume", cfg, resumable[0].info.run_id))
+        else:
+            todo.append((len(ids) - 1, "train", cfg, None))
+    if progress and len(configs) > len(todo):
+        print(f"reusing {len(configs) - len(todo)} finished run(s); "
+              f"{sum(t[1] == 'resume' for t in todo)} to resume, {sum(t[1] == 'train' for t in todo)} to train",
+              flush=True)
+    if not todo:
+        return [i for i in ids if i is not None]
+    threads = max(1, (os.cpu_count() or 2) // max(1, min(workers, len(todo))))
+    errors = []
+    bar = tqdm(total=len(todo), disable=not progress, desc="runs", unit="run")
+    with ProcessPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+        futures = {pool.submit(_work, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id):
+                   (i, cfg) for i, kind, cfg, rid in todo}
+        for fut in as_completed(futures):
+            i, cfg = futures[fut]
+            try:
+                ids[i] = fut.result()
+            except Exception as e:  # one failed run does not stop the others; it ends FAILED in MLflow
+                errors.append(f"{cfg.scenario}/{cfg.loss}/seed {cfg.seed}: {str(e).splitlines()[0]}")
+            bar.update(1)
+            bar.set_postfix(failed=len(errors), refresh=False)
+    bar.close()
+    if errors:
+        print(f"{len(errors)} run(s) failed (re-run the same command to retry them):\n  " + "\n  ".join(errors),
+              flush=True)
+    return [i for i in ids if i is not None]
+
+
+def sweep(base: Config, grid: dict[str, list[Any]], tracking_uri: str | None = None, workers: int = 2,
+          name: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the grid under a parent run; returns {"parent": run id, "runs": [...], "failed": n}."""
+    if base.checkpoint_every == 0:
+        base = base.replace(checkpoint_every=CHECKPOINT_EVERY)
+    configs = expand_grid(base, grid)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    mlclient = tracking.client(uri)
+    exp_id = tracking.get_or_create_experiment(mlclient, base.experiment)
+    label = name or ("sweep-" + "-".join(sorted(grid)) if grid else "sweep")
+    key = hashlib.sha256(json.dumps({"grid": grid, "base": base.config_hash()}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    existing = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.sweep_key` = '{key}'", max_results=1)
+    if existing:
+        parent = existing[0].info.run_id
+        tracking.retry(mlclient.update_run, parent, status="RUNNING")
+    else:
+        parent = tracking.retry(mlclient.create_run, exp_id, run_name=label, tags={
+            "gantrack.kind": "sweep", "gantrack.sweep_key": key,
+            "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
+                                   f"({len(configs)} runs)"}).info.run_id
+    t0 = time.time()
+    ids = run_configs(configs, uri, workers, progress, parent_run_id=parent)
+    failed = len(configs) - len(ids)
+    tracking.retry(mlclient.set_tag, parent, "gantrack.sweep_result", f"{len(ids)} finished, {failed} failed")
+    tracking.retry(mlclient.log_metric, parent, "sweep/finished_runs", len(ids))
+    tracking.retry(mlclient.log_metric, parent, "sweep/seconds", time.time() - t0)
+    tracking.retry(mlclient.set_terminated, parent, "FINISHED" if not failed else "FAILED")
+    return {"parent": parent, "runs": ids, "failed": failed}
