@@ -40,6 +40,7 @@ class Config:
     model: str = "dcgan"
     arch: str = "bn"  # "bn": 2019 book listing with BatchNorm; "nobn": Jan-2021 tutorial
     width: float = 1.0  # channel multiplier (D 64, G 128 at 1.0); 0.25 for quick runs
+    d_width: float = 0.0  # D's own multiplier (0: same as width); quick studies keep D wider than G
     latent_dim: int = 50
     mlp_hidden_d: int = 25
     mlp_hidden_g: int = 15
@@ -250,6 +251,8 @@ def validate(cfg: Config) -> Config:
     for name, hi in limits.items():
         if getattr(cfg, name) > hi:
             raise GantrackError(f"{name} = {getattr(cfg, name)} is absurdly large (limit {hi})")
+    if cfg.d_width < 0 or (cfg.d_width and cfg.d_width * 16 < 1) or cfg.d_width > 16:
+        raise GantrackError(f"d_width must be 0 (same as width) or in [0.0625, 16], got {cfg.d_width}")
     if cfg.width > 16:
         raise GantrackError(f"width = {cfg.width} is absurdly large (limit 16)")
     if cfg.dataset == "mnist" and not cfg.data_path:

@@ -64,7 +64,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        c = max(1, round(64 * cfg.width))
+        c = max(1, round(64 * (cfg.d_width or cfg.width)))
         bn = cfg.arch == "bn"
         layers: list[nn.Module] = []
         for cin in (1, c):

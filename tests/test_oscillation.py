@@ -163,3 +163,18 @@ def test_bad_options_and_frames_are_clear_errors():
         oscillation(pd.DataFrame({"run_id": ["r"], "value": [1.0]}))
     with pytest.raises(GantrackError, match="DataFrame"):
         oscillation([1, 2, 3])
+
+
+def test_dirac_gan_trained_by_the_harness_loss_period_is_pi_over_omega(store):
+    """Alternating SGD on the Dirac-GAN (h = 0.1, c = 1/2): cos ω = 1 - (h/2)²/2, losses at period π/ω."""
+    from gantrack import preset, train
+    from gantrack.analysis import load_runs
+
+    h = 0.1
+    run_id = train(preset("dirac").replace(lr=h, steps=1500, experiment="dirac"), tracking_uri=store, quiet=True)
+    rs = load_runs(run_ids=[run_id], tracking_uri=store, progress=False)
+    o = oscillation(rs.metrics, keys=["loss/d_fake", "loss/g"]).set_index("key")
+    expected = np.pi / np.arccos(1 - (h / 2) ** 2 / 2)  # 62.8 steps
+    for key in ("loss/d_fake", "loss/g"):
+        assert o.loc[key, "dominant_period"] == pytest.approx(expected, rel=0.05)
+    assert o.loc["loss/g", "std"] / o.loc["loss/d_fake", "std"] == pytest.approx(1.0, abs=0.05)

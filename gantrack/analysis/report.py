@@ -72,11 +72,14 @@ def answer(summary: pd.DataFrame) -> list[str]:
     if s.empty:
         return ["No run of this experiment logged both loss/d_fake and loss/g: nothing to explain."]
     out = []
-    for fam, g in s.groupby("family"):
+    s = s.assign(group=s["scenario"].fillna("").astype(str) + " / " + s["family"]
+                 if "scenario" in s and s["scenario"].notna().any() and s["scenario"].nunique() > 1 else s["family"])
+    for group, g in s.groupby("group", sort=False):
+        fam = g["family"].iloc[0]
         n = len(g)
         ratio = g["ratio"].median()
         calm = "swings more than" if ratio > 1.1 else ("moves less than" if ratio < 0.9 else "moves about as much as")
-        out.append(f"**{fam}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — median std(g)/std(d_fake) = "
+        out.append(f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — median std(g)/std(d_fake) = "
                    f"{ratio:.2f} (range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
                    f"{'negatively' if g['corr'].median() < 0 else 'positively'} correlated "
                    f"(median r = {g['corr'].median():.2f}).")
@@ -86,12 +89,19 @@ def answer(summary: pd.DataFrame) -> list[str]:
             for f in ("link", "timing", "sampling"):
                 parts.append(f"{f} ×{have[f].median():.2f}")
             biggest = max(("link", "timing", "sampling"), key=lambda f: abs(np.log(have[f].median())))
-            out.append(f"Decomposition (medians): {', '.join(parts)}; the largest factor is **{biggest}**. "
-                       + ("The link gain dominates: the same move of D(G(z)) is amplified by -log p more than "
-                          "by -log(1-p) at this operating point." if biggest == "link" else
-                          "D's update between the two measurements changes what g sees." if biggest == "timing"
-                          else "The different batches (and batch statistics) that d_fake and g are measured on "
-                               "add noise of their own."))
+            med = {f: have[f].median() for f in ("link", "timing", "sampling")}
+            if biggest == "link":
+                why = (f"at this operating point the same move of D(G(z)) moves g {med['link']:.2f}× as far as "
+                       "d_fake (" + ("g's -log p is the steeper link below p = 1/2" if fam == "nsgan" and med["link"] > 1
+                                     else "d_fake's link is the steeper one here" if med["link"] < 1
+                                     else "the family's links") + ")")
+            elif biggest == "timing":
+                why = (f"D's update between the two measurements changes what g sees (×{med['timing']:.2f} "
+                       "on the same batch)")
+            else:
+                why = (f"the different batches (and batch statistics) of d_fake and g change the spread "
+                       f"(×{med['sampling']:.2f} under the same D)")
+            out.append(f"Decomposition (medians): {', '.join(parts)}; the largest factor is **{biggest}**: {why}.")
         pred = g.dropna(subset=["predicted_link", "link_lo"])
         if len(pred):
             holds = pred["gain_law_holds"].astype(bool)
