@@ -120,6 +120,21 @@ def loss_families(experiment: str = "loss-families", seeds=(1,), quick: bool = T
     return build_report(experiment, tracking_uri, out_dir, progress=progress)
 
 
+def study_arguments(description: str, seeds: str, experiment: str):
+    """Command-line options shared by the study scripts in ``analysis/``; returns the parsed args."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--full", action="store_true", help="the book's model sizes (slow on a CPU)")
+    ap.add_argument("--seeds", default=seeds)
+    ap.add_argument("--experiment", default=experiment)
+    ap.add_argument("--tracking-uri")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    return args
+
+
 def summarise_families(summary: pd.DataFrame) -> pd.DataFrame:
     """Per family: measured link vs gain-law prediction (median over runs) and how often it holds."""
     s = summary[summary["reason"] == ""]

@@ -178,3 +178,11 @@ def test_dirac_gan_trained_by_the_harness_loss_period_is_pi_over_omega(store):
     for key in ("loss/d_fake", "loss/g"):
         assert o.loc[key, "dominant_period"] == pytest.approx(expected, rel=0.05)
     assert o.loc["loss/g", "std"] / o.loc["loss/d_fake", "std"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_frequencies_are_in_cycles_per_step_when_logged_every_k_steps():
+    t = np.arange(0, 8000, 2)
+    x = np.sin(2 * np.pi * t / 40.0) + 0.1 * np.random.default_rng(9).standard_normal(len(t))
+    o = oscillation(frame("r", "x", x, steps=t)).iloc[0]
+    assert o["dominant_frequency"] == pytest.approx(1 / 40, rel=0.02)
+    assert o["power_low"] > 0.9  # 1/40 cycles/step lies in the low band (f < 0.05), whatever the spacing

@@ -28,7 +28,7 @@ import torch
 
 from ..errors import GantrackError
 from ..losses import family as loss_family
-from .oscillation import (Options, block_indices, block_length, pair_spectrum, prepare, welch_psd, _peak)
+from .oscillation import Options, block_indices, pair_spectrum, period_and_block, prepare
 
 D_FAKE, G = "loss/d_fake", "loss/g"
 CELLS = {"dbatch_before/d_fake": "probe/dbatch_before/d_fake", "dbatch_before/g": "probe/dbatch_before/g",
@@ -114,10 +114,7 @@ def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame
     n, spacing = len(common), by[G].spacing
 
     g_detr = by[G].x[np.searchsorted(by[G].steps, common)]
-    fz, pz = welch_psd(g_detr[None, :], spacing, min(opt.nperseg, n), nfft=4 * min(opt.nperseg, n))
-    fpk, _ = _peak(fz, pz)
-    period = 1.0 / fpk[0] / spacing if fpk[0] > 0 else np.nan
-    b = block_length(n, period)
+    period, b = period_and_block(g_detr, spacing, opt.nperseg)
     idx = block_indices(n, b, opt.n_boot, np.random.default_rng(opt.seed))
     alpha = (1 - opt.ci) / 2
 

@@ -224,7 +224,7 @@ def welch_psd(x: np.ndarray, spacing: int = 1, nperseg: int = 256, nfft: int | N
                         nfft=nfft or seg, detrend="constant", scaling="density", axis=-1)
 
 
-def _peak(freq: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def peak_frequency(freq: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frequency of the largest non-zero bin, refined by a parabola through log-PSD neighbours."""
     p = psd[:, 1:]
     i = np.argmax(p, axis=1)
@@ -265,14 +265,23 @@ def block_indices(n: int, block: int, n_boot: int, rng: np.random.Generator) -> 
 
 
 def block_length(n: int, period: float) -> int:
+    """Bootstrap block length: max(n^(1/3), 3 periods), capped at n // 4 (in samples)."""
     b = max(math.ceil(n ** (1 / 3)), math.ceil(3 * period) if np.isfinite(period) else 0)
     return int(max(1, min(b, n // 4)))
+
+
+def period_and_block(x: np.ndarray, spacing: int, nperseg: int) -> tuple[float, int]:
+    """Dominant period of a detrended series (in samples) and the bootstrap block length it implies."""
+    seg = min(nperseg, len(x))
+    fpk, _ = peak_frequency(*welch_psd(x[None, :], spacing, seg, nfft=4 * seg))
+    period = 1.0 / fpk[0] / spacing if fpk[0] > 0 else np.nan
+    return period, block_length(len(x), period)
 
 
 def _spectral(xs: np.ndarray, spacing: int, opt: Options) -> dict[str, np.ndarray]:
     seg = min(opt.nperseg, xs.shape[1])
     freq, psd = welch_psd(xs, spacing, seg)
-    cyc = freq * spacing  # cycles per step
+    cyc = freq  # welch with fs = 1/spacing gives cycles per step
     df = freq[1] - freq[0]
     total = psd.sum(axis=1) * df
     out = {"total_power": total}
@@ -285,8 +294,8 @@ def _spectral(xs: np.ndarray, spacing: int, opt: Options) -> dict[str, np.ndarra
         out["spectral_entropy"] = -np.nansum(np.where(share > 0, share * np.log(share), 0), axis=1) / np.log(pos.shape[1])
         out["spectral_flatness"] = np.exp(np.mean(np.log(np.maximum(pos, 1e-300)), axis=1)) / pos.mean(axis=1)
     fz, pz = welch_psd(xs, spacing, seg, nfft=4 * seg)
-    fpeak, ppeak = _peak(fz, pz)
-    out["dominant_frequency"] = fpeak * spacing  # cycles per step
+    fpeak, ppeak = peak_frequency(fz, pz)
+    out["dominant_frequency"] = fpeak  # cycles per step
     out["dominant_period"] = np.where(fpeak > 0, 1.0 / np.where(fpeak > 0, fpeak, 1), np.nan)
     # AR(1) red-noise background at the peak, scaled to the series' variance (one-sided density)
     r1 = acf(xs, 1)[:, 1]
@@ -401,7 +410,7 @@ def pair_spectrum(x: np.ndarray, y: np.ndarray, spacing: int = 1, nperseg: int =
     _, coh = signal.coherence(x, y, **kw)
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = np.abs(pxy) / pxx
-    return pd.DataFrame({"frequency": f * spacing, "coherence": coh, "phase_deg": np.degrees(np.angle(pxy)),
+    return pd.DataFrame({"frequency": f, "coherence": coh, "phase_deg": np.degrees(np.angle(pxy)),
                          "transfer_gain": gain, "psd_x": pxx})
 
 
@@ -433,11 +442,11 @@ def oscillation_pairs(metrics: pd.DataFrame, pairs=(("loss/d_fake", "loss/g"),),
                 rows.append(row)
                 continue
             spec = pair_spectrum(dx, dy, sx.spacing, opt.nperseg)
-            fpk, _ = _peak(*welch_psd(dx[None, :], sx.spacing, min(opt.nperseg, n), nfft=4 * min(opt.nperseg, n)))
-            at = int(np.argmin(np.abs(spec["frequency"].to_numpy()[1:] - fpk[0] * sx.spacing))) + 1
+            period, b = period_and_block(dx, sx.spacing, opt.nperseg)
+            f_peak = 1.0 / (period * sx.spacing) if np.isfinite(period) else np.nan  # cycles per step
+            at = int(np.argmin(np.abs(spec["frequency"].to_numpy()[1:] - f_peak))) + 1 if np.isfinite(f_peak) else 1
             lags, ccf = cross_correlation(dx, dy, min(opt.max_lag, n - 1))
             best = int(np.argmax(np.abs(ccf)))
-            b = block_length(n, 1.0 / fpk[0] / sx.spacing if fpk[0] > 0 else np.nan)
             idx = block_indices(n, b, opt.n_boot, rng)
             bx, by_ = rx[idx], ry[idx]
             bsr = by_.std(axis=1, ddof=1) / bx.std(axis=1, ddof=1)
