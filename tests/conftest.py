@@ -12,6 +12,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("GANTRACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GANTRACK_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("GANTRACK_SPOOL_DIR", str(tmp_path / "spool"))
     yield
 
 
