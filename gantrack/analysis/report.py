@@ -125,9 +125,13 @@ def answer(summary: pd.DataFrame) -> list[str]:
                            f"{'; '.join(why)}.")
         imp = g.dropna(subset=["implied_ratio"])
         if len(imp) and fam in ("nsgan", "minimax"):
-            out.append(f"In probability space the curves are alike: std(q̂)/std(p̂) = {imp['implied_ratio'].median():.2f} "
-                       f"(median) against {ratio:.2f} in loss space; mean implied p̂ = {imp['implied_p_mean'].median():.2f} "
-                       f"on D's batch before its update, q̂ = {imp['implied_q_mean'].median():.2f} as G sees it.")
+            ir = imp["implied_ratio"].median()
+            verdict = ("the curves oscillate alike" if 0.8 <= ir <= 1.25 else
+                       "the curves still differ, so the link is not the whole story (timing and batches shift "
+                       "the operating point G sees)")
+            out.append(f"In probability space {verdict}: std(q̂)/std(p̂) = {ir:.2f} (median) against {ratio:.2f} in "
+                       f"loss space; mean implied p̂ = {imp['implied_p_mean'].median():.2f} on D's batch before its "
+                       f"update, q̂ = {imp['implied_q_mean'].median():.2f} as G sees it.")
     return out
 
 
@@ -221,7 +225,8 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
 
 
 def _table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
-    per = osc.pivot_table(index="run_id", columns="key", values=["dominant_period", "iat"], aggfunc="first")
+    osc = osc.assign(period_shown=np.where(osc["peak_p"] < 0.05, osc["dominant_period"], np.nan))
+    per = osc.pivot_table(index="run_id", columns="key", values=["period_shown", "iat"], aggfunc="first", dropna=False)
     rows = []
     for _, r in summary.iterrows():
         row = {"run": r.get("label", r["run_id"]), "run_id": str(r["run_id"])[:8]}
@@ -233,9 +238,10 @@ def _table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
                     "link [CI]": _ci(r, "link"), "timing": _fmt(r["timing"]), "sampling": _fmt(r["sampling"]),
                     "p̄": _fmt(r["p_bar"], 3), "implied ratio": _fmt(r["implied_ratio"])})
         for key, short in (("loss/d_fake", "d_fake"), ("loss/g", "g")):
-            for m, name in (("dominant_period", "period"), ("iat", "IAT")):
+            for m, name in (("period_shown", "period"), ("iat", "IAT")):
                 try:
-                    row[f"{short} {name}"] = _fmt(per.loc[r["run_id"], (m, key)], 1)
+                    v = per.loc[r["run_id"], (m, key)]
+                    row[f"{short} {name}"] = "n.s." if m == "period_shown" and pd.isna(v) else _fmt(v, 1)
                 except KeyError:
                     row[f"{short} {name}"] = "—"
         row["note"] = "" if r.get("gain_law_holds") in (True, None) or pd.isna(r.get("gain_law_holds")) \
@@ -276,7 +282,8 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
         f = factors[factors["run_id"] == rid][["factor", "estimate", "lo", "hi", "share", "predicted"]].round(3)
         md += [f"### {r.get('label', rid)} (`{rid}`)", "", f"![run {rid}](figures/{path.name})", "",
                _md_table(f.fillna("")), ""]
-    md += ["", "Method: std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods "
+    md += ["", "Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
+           "Bonferroni over frequencies); n.s. = no significant oscillation. Method: std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods "
            "of g), probe series resampled jointly; Welch PSD (Hann, 256-step segments, 50 % overlap). "
            "See `gantrack.analysis.explain` for definitions."]
     md_path.write_text("\n".join(md))
