@@ -89,8 +89,12 @@ def predicted_vs_measured(summary: pd.DataFrame) -> plt.Figure:
     sns.scatterplot(data=s, x="predicted_link", y="link", hue=hue, style=s.get("scenario"), ax=ax, s=50)
     ax.errorbar(s["predicted_link"], s["link"], yerr=[s["link"] - s["link_lo"], s["link_hi"] - s["link"]],
                 fmt="none", ecolor="gray", lw=0.8, zorder=0)
-    lim = [0, max(1.5, float(np.nanmax(np.r_[s["link_hi"], s["predicted_link"]])) * 1.1 if len(s) else 1.5)]
+    vals = np.r_[s["link_lo"], s["link_hi"], s["predicted_link"]]
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lim = [min(0.5, vals.min() / 1.5) if len(vals) else 0.5, max(2.0, vals.max() * 1.5) if len(vals) else 2.0]
     ax.plot(lim, lim, "k--", lw=0.8, label="measured = predicted")
+    ax.set_xscale("log")  # gains span orders of magnitude once D(G(z)) saturates
+    ax.set_yscale("log")
     ax.set(xlim=lim, ylim=lim, xlabel="predicted link gain |g'(p̄)| / |d_fake'(p̄)|",
            ylabel="measured link factor (95% CI)", title="gain law: predicted vs measured")
     ax.legend(fontsize=7)
@@ -104,7 +108,9 @@ def factor_bars(factors: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * f["label"].nunique() + 4), 4))
     sns.barplot(data=f, x="label", y="estimate", hue="factor", ax=ax)
     ax.axhline(1, color="k", lw=0.6)
-    ax.set(xlabel="", ylabel="std ratio", title="std(g)/std(d_fake) = link × timing × sampling")
+    ax.set_yscale("log")  # factors multiply: equal distances above and below 1 mean equal effects
+    ax.set(xlabel="", ylabel="std ratio (log scale)", title="std(g)/std(d_fake) = link × timing × sampling")
     ax.tick_params(axis="x", rotation=60, labelsize=7)
+    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig

@@ -293,10 +293,16 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
 
     body = [f"<h1>gantrack report: {html.escape(experiment)}</h1>",
             f"<p>{len(summary)} runs, generated {stamp}.</p>", "<h2>Why does g swing while d_fake looks calm?</h2>"]
-    items = [f for f in findings if f.startswith("- ")]
-    body += [f"<p>{_md_inline(f)}</p>" for f in findings if not f.startswith("- ")]
-    if items:
-        body.append("<ul>" + "".join(f"<li>{_md_inline(f[2:])}</li>" for f in items) + "</ul>")
+    items: list[str] = []
+    for f in findings + [""]:  # keep each bullet list where the findings put it
+        if f.startswith("- "):
+            items.append(f"<li>{_md_inline(f[2:])}</li>")
+            continue
+        if items:
+            body.append("<ul>" + "".join(items) + "</ul>")
+            items = []
+        if f:
+            body.append(f"<p>{_md_inline(f)}</p>")
     for title, text in extra:
         body += [f"<h2>{html.escape(title)}</h2>", _md_table_html(text)]
     body += ["<h2>Across runs</h2>", table.to_html(index=False, escape=True, classes="t")]
