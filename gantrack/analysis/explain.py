@@ -90,6 +90,11 @@ def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame
     if run_id not in set(ids):
         raise GantrackError(f"run {run_id!r} is not in the metrics frame")
     opt = Options.of(**options)
+    with np.errstate(all="ignore"):
+        return _explain(metrics, run_id, runs, family, opt)
+
+
+def _explain(metrics, run_id, runs, family, opt) -> dict[str, pd.DataFrame]:
     fam_name = _family_of(runs, run_id, family)
     fam = loss_family(fam_name)
     sub = metrics[metrics["run_id"].astype(str) == run_id]
@@ -149,8 +154,11 @@ def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame
         predicted = float(_gain(fam_name, np.array([p_bar]))[0])
         pred_boot = _gain(fam_name, p[idx].mean(axis=1))
         pred_lo, pred_hi = np.nanquantile(pred_boot, alpha), np.nanquantile(pred_boot, 1 - alpha)
+        # the links applied to the path p̄_t (the operating point moves; the spread within a batch is ignored)
+        fam_t = torch.as_tensor(p, dtype=torch.float64)
+        predicted_path = float(_ratio_std(fam.g(fam_t).numpy(), fam.d_fake(fam_t).numpy()))
     else:
-        p_bar = predicted = pred_lo = pred_hi = np.nan
+        p_bar = predicted = pred_lo = pred_hi = predicted_path = np.nan
     factors["predicted"] = np.where(factors["factor"] == "link", predicted, np.nan)
     link = factors.set_index("factor").loc["link"]
     holds = bool(link["lo"] <= predicted <= link["hi"]) if np.isfinite(predicted) and np.isfinite(link["lo"]) else None
@@ -174,6 +182,7 @@ def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame
         "sampling_hi": est_ci(factors, "sampling", "hi"),
         "residual": float(total / product) if np.isfinite(product) else np.nan,
         "p_bar": p_bar, "predicted_link": predicted, "predicted_link_lo": pred_lo, "predicted_link_hi": pred_hi,
+        "predicted_link_path": predicted_path,
         "gain_law_holds": holds,
         "corr": float(np.corrcoef(data[D_FAKE], data[G])[0, 1]),
         "implied_p_mean": float(np.nanmean(p_hat)), "implied_q_mean": float(np.nanmean(q_hat)),

@@ -108,11 +108,16 @@ def answer(summary: pd.DataFrame) -> list[str]:
             out.append(f"Gain law: at the operating point p̄ = {pred['p_bar'].median():.3f} it predicts a link gain of "
                        f"{pred['predicted_link'].median():.2f}; the measured link factor is "
                        f"{pred['link'].median():.2f}. The prediction lies inside the measured 95% CI in "
-                       f"{int(holds.sum())} of {len(pred)} runs.")
+                       f"{int(holds.sum())} of {len(pred)} runs. Applying the links to the whole path of the batch "
+                       f"mean p̄_t instead of its average predicts {pred['predicted_link_path'].median():.2f}: the "
+                       "rest is the spread of D(G(z)) within each batch.")
             failed = pred[~holds]
             for _, r in failed.iterrows():
                 why = []
-                if r["p_bar"] < 0.02 or r["p_bar"] > 0.98:
+                if fam == "hinge":
+                    why.append("d_fake = relu(1 + c) is flat for fakes the critic scores below -1, so the batch's "
+                               "d_fake moves less than g = -c (the law assumes every sample on the sloped side)")
+                elif fam in ("nsgan", "minimax") and (r["p_bar"] < 0.02 or r["p_bar"] > 0.98):
                     why.append("D(G(z)) is saturated, so the Keras clip (1e-7) and the steep ends of the logs "
                                "make the first-order law meaningless")
                 elif r["link"] > r["predicted_link"]:
@@ -270,7 +275,9 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
     stamp = time.strftime("%Y-%m-%d %H:%M")
     md = [f"# gantrack report: {experiment}", "", f"{len(summary)} runs, generated {stamp}.", "",
           "## Why does g swing while d_fake looks calm?", ""]
-    md += [f if f.startswith("- ") else f + "\n" for f in findings]
+    for i, f in enumerate(findings):  # a blank line ends each paragraph and each bullet list
+        last_bullet = f.startswith("- ") and (i + 1 == len(findings) or not findings[i + 1].startswith("- "))
+        md.append(f + "\n" if not f.startswith("- ") or last_bullet else f)
     for title, body in extra:
         md += ["", f"## {title}", "", body]
     md += ["", "## Across runs", "", _md_table(table), ""]
