@@ -393,6 +393,7 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
     with tempfile.TemporaryDirectory(prefix="gantrack-") as tmp:
         tmpdir = Path(tmp)
         keys: list[str] | None = None
+        t_loop = time.perf_counter()
         for step in range(start, steps + 1):
             metrics = gan_step(gan)
             if keys is None:
@@ -419,7 +420,10 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
                                 refresh=False)
             bar.update(1)
         bar.close()
+        loop_s = time.perf_counter() - t_loop
         spool = buffer.close(final_status="FINISHED")
+        # the loop's wall time (training + per-step logging), for users and the overhead benchmark
+        tracking.best_effort(mlclient.set_tag, run_id, "gantrack.loop_seconds", f"{loop_s:.3f}")
         if spool is None:
             _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir)
         if ckpt is not None:
