@@ -288,7 +288,7 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
         r = summary[summary["run_id"] == rid].iloc[0]
         f = factors[factors["run_id"] == rid][["factor", "estimate", "lo", "hi", "share", "predicted"]].round(3)
         md += [f"### {r.get('label', rid)} (`{rid}`)", "", f"![run {rid}](figures/{path.name})", "",
-               _md_table(f.fillna("")), ""]
+               _md_table(f.astype(object).where(f.notna(), "")), ""]
     md += ["", "Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
            "Bonferroni over frequencies); n.s. = no significant oscillation. Method: std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods "
            "of g), probe series resampled jointly; Welch PSD (Hann, 256-step segments, 50 % overlap). "
