@@ -30,20 +30,6 @@ def book_plots(steps: np.ndarray, curves: dict[str, np.ndarray]):
     return fig
 
 
-def image_grid(images: np.ndarray, title: str = ""):
-    """A square grid of images in [-1, 1], shape (n, 1, H, W)."""
-    n = len(images)
-    side = int(np.ceil(np.sqrt(n)))
-    fig, axes = plt.subplots(side, side, figsize=(side, side))
-    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
-        ax.axis("off")
-        if i < n:
-            ax.imshow((images[i, 0] + 1) / 2, cmap="gray_r", vmin=0, vmax=1)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
 def scatter_samples(real: np.ndarray, fake: np.ndarray, title: str = ""):
     """Real vs generated points for the 1-D/2-D toys (first two coordinates)."""
     fig, ax = plt.subplots(figsize=(4, 4))

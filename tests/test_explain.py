@@ -74,3 +74,18 @@ def test_missing_probes_are_named_and_the_rest_computed():
     assert np.isfinite(f.loc["total", "estimate"])
     assert np.isnan(f.loc["link", "estimate"]) and "probe/dbatch_before/g" in f.loc["link", "reason"]
     assert "probe/dbatch_after/g" in ex["summary"]["missing_probes"].iloc[0]
+
+
+def test_explain_experiment_one_row_per_run_with_reasons():
+    from gantrack.analysis import RunSet, explain_experiment
+
+    good = simulate(preset("dirac").replace(steps=600), 600)
+    good["run_id"] = "good"
+    bad = good[good["key"] == "loss/d_fake"].assign(run_id="no-g")
+    runs = pd.DataFrame({"run_id": ["good", "no-g"], "tags.gantrack.loss": ["nsgan", "nsgan"],
+                         "tags.gantrack.scenario": ["dirac", "dirac"]})
+    out = explain_experiment(RunSet(runs, pd.concat([good, bad], ignore_index=True)), progress=False, n_boot=100)
+    assert out["run_id"].tolist() == ["good", "no-g"]
+    assert out.loc[0, "reason"] == "" and np.isfinite(out.loc[0, "ratio"])
+    assert "loss/g" in out.loc[1, "reason"]
+    assert (out["scenario"] == "dirac").all()
