@@ -54,6 +54,21 @@ def test_sql_path_equals_client_path_on_sqlite(store, tmp_path):
     assert set(fast.wide(key="loss/g").columns) == set(ids)
 
 
+def test_sql_path_reads_a_store_whose_path_needs_quoting_and_an_empty_run(tmp_path):
+    # a space and "#" mean something in the sqlite URI the reader opens: the path must be quoted
+    folder = tmp_path / "my runs #1"
+    folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    populate(uri)
+    client = MlflowClient(uri)
+    empty = client.create_run(client.get_experiment_by_name("load").experiment_id, run_name="no-metrics")
+    client.set_terminated(empty.info.run_id)
+    ref = load_runs("load", tracking_uri=uri, method="client", cache=False, progress=False)
+    fast = load_runs("load", tracking_uri=uri, method="sql", cache=False, progress=False)
+    pd.testing.assert_frame_equal(ref.metrics, fast.metrics)
+    assert len(fast.runs) == 4 and empty.info.run_id not in set(fast.metrics["run_id"].astype(str))
+
+
 def test_cache_is_invalidated_when_a_finished_run_changes(store, tmp_path):
     ids = populate(store)
     cache = tmp_path / "c"

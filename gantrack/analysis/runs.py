@@ -3,8 +3,8 @@
 ``load_runs`` lists runs with MLflow's own ``search_runs`` (so filters mean what they mean
 in MLflow) and reads metric histories by the fastest path the store allows:
 
-- ``"sql"``: sqlite / PostgreSQL / MySQL stores: one parameterised, read-only query per chunk
-  of runs over MLflow's ``metrics`` table (sqlite is opened with ``mode=ro``);
+- ``"sql"``: sqlite / PostgreSQL / MySQL stores: one parameterised, read-only query per run over
+  MLflow's ``metrics`` table (sqlite through the ADBC driver into Arrow, opened with ``mode=ro``);
 - ``"rest"``: an ``mlflow server``: the REST ``metrics/get-history`` endpoint, paged, with
   requests in parallel (the ajax "bulk" endpoints truncate or downsample, so they are not used);
 - ``"client"``: ``MlflowClient.get_metric_history`` per (run, key): the slow reference path
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,43 +152,44 @@ def _empty() -> pd.DataFrame:
 
 # --- the three readers: each returns one frame per run ------------------------------------------
 
-_ROW = np.dtype([("code", "i4"), ("step", "i8"), ("timestamp", "i8"), ("value", "f8"), ("is_nan", "i1")])
+# sqlite columns have no fixed type and ADBC infers one from the first rows of a result, so the
+# query pins them (REAL for value even where a value was stored as an integer)
+_SQLITE_QUERY = ("SELECT key, CAST(step AS INTEGER), CAST(timestamp AS INTEGER), CAST(value AS REAL), is_nan "
+                 "FROM metrics WHERE run_uuid = ?")
 
 
-def _read_sqlite(uri: str, run_keys: dict[str, list[str]], workers: int = 0) -> list[pd.DataFrame]:
-    """Per run, one parameterised read-only query; keys come back as integer codes via CASE so
-    rows stream into a structured numpy array without a Python string per row."""
-    items = list(run_keys.items())
-    workers = workers or max(1, min(4, os.cpu_count() or 1, len(items)))
-    if workers > 1:  # sqlite releases the GIL while it steps through pages: two readers go ~2x faster
+def _read_sqlite(uri: str, run_ids: list[str], workers: int = 0) -> list[pd.DataFrame]:
+    """Per run, one parameterised query on a read-only connection, through the ADBC sqlite driver.
+
+    ADBC steps the rows in C and hands back Arrow columns, so no Python object is made per row
+    (Python's sqlite3 module builds a tuple per row: 3-4x slower on 3 M rows). Two readers on
+    separate connections overlap, as the driver releases the GIL while it reads.
+    """
+    workers = workers or max(1, min(2, os.cpu_count() or 1, len(run_ids)))
+    if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            chunks = list(pool.map(lambda part: _read_sqlite(uri, dict(part), workers=1),
-                                   [items[i::workers] for i in range(workers)]))
+            chunks = list(pool.map(lambda ids: _read_sqlite(uri, ids, workers=1),
+                                   [run_ids[i::workers] for i in range(workers)]))
         by_run = {p["run_id"].cat.categories[0]: p for chunk in chunks for p in chunk}
-        return [by_run[r] for r, _ in items]
-    path = uri[len("sqlite:///"):]
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
+        return [by_run[r] for r in run_ids]
+    import adbc_driver_sqlite.dbapi as adbc
+
+    path = urllib.parse.quote(uri[len("sqlite:///"):])
     parts = []
-    try:
-        for run_id, keys in items:
-            case = "CASE key " + " ".join(f"WHEN ? THEN {i}" for i in range(len(keys))) + " ELSE -1 END" \
-                if keys else "-1"
-            cur = con.execute(f"SELECT {case}, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = ?",
-                              [*keys, run_id])
-            rows = np.fromiter(cur, dtype=_ROW)
-            if (rows["code"] < 0).any():  # a key the run's summary did not list: read those by name
-                extra = con.execute("SELECT key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = ? "
-                                    f"AND key NOT IN ({','.join('?' * len(keys)) or 'NULL'})",
-                                    [run_id, *keys]).fetchall()
-                keys = keys + sorted({r[0] for r in extra})
-                index = {k: i for i, k in enumerate(keys)}
-                more = np.array([(index[r[0]], *r[1:]) for r in extra], dtype=_ROW)
-                rows = np.concatenate([rows[rows["code"] >= 0], more])
-            value = rows["value"].copy()
-            value[rows["is_nan"].astype(bool)] = np.nan  # as MLflow's own entity conversion does
-            parts.append(_part(run_id, keys, rows["code"], rows["step"], rows["timestamp"], value))
-    finally:
-        con.close()
+    with adbc.connect(f"file:{path}?mode=ro") as con, con.cursor() as cur:
+        cur.execute("PRAGMA busy_timeout = 20000")  # wait out a writer's commit instead of failing
+        cur.fetchall()
+        for run_id in run_ids:
+            cur.execute(_SQLITE_QUERY, (run_id,))
+            table = cur.fetch_arrow_table()
+            if table.num_rows == 0:
+                parts.append(_part(run_id, [], np.zeros(0, np.int32), [], [], []))
+                continue
+            key = table.column(0).combine_chunks().dictionary_encode()
+            value = table.column(3).to_numpy().copy()
+            value[table.column(4).to_numpy().astype(bool)] = np.nan  # as MLflow's own entity conversion does
+            parts.append(_part(run_id, key.dictionary.to_pylist(), key.indices.to_numpy(),
+                               table.column(1).to_numpy(), table.column(2).to_numpy(), value))
     return parts
 
 
@@ -375,7 +376,7 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
     for i in range(0, len(ids), chunk):
         run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in ids[i:i + chunk]}
         if method == "sql":
-            parts = _read_sqlite(uri, run_keys) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, run_keys)
+            parts = _read_sqlite(uri, list(run_keys)) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, run_keys)
         elif method == "rest":
             parts = _read_rest(uri, run_keys)
         else:
