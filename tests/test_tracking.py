@@ -110,3 +110,24 @@ def test_cli_trains_on_the_default_store(tmp_path):
     assert rs.runs["run_id"].tolist() == [run_id]
     p = cli("presets", cwd=tmp_path)
     assert p.returncode == 0 and "convergence-failure-adam" in p.stdout
+
+
+def test_background_writer_keeps_every_metric_through_a_refused_write(store):
+    from gantrack.tracking import MetricBuffer
+
+    client = MlflowClient(store)
+    run_id = client.create_run(client.create_experiment("buffer")).info.run_id
+    buffer = MetricBuffer(client, run_id, uri=store)
+    buffer.add(1, [("a", 1.0), ("b", 2.0)], timestamp_ms=1)
+    client.delete_run(run_id)  # a deleted run refuses writes: a real failure of the store
+    buffer.flush_in_background()
+    assert not buffer.flush()  # waits for the refused background write, then backs off
+    assert [(m.key, m.step) for m in buffer.pending] == [("a", 1), ("b", 1)]  # kept, in order
+    buffer.add(2, [("a", 3.0), ("b", 4.0)], timestamp_ms=2)
+    client.restore_run(run_id)
+    buffer.flush_in_background()  # still backing off: writes nothing, loses nothing
+    assert buffer.close() is None  # the final flush is forced
+    assert buffer.pending == []
+    for key, values in (("a", [1.0, 3.0]), ("b", [2.0, 4.0])):
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(1, values[0]), (2, values[1])]
