@@ -11,7 +11,9 @@ write; the one-off costs of ``train()`` (run creation, data, final plots, weight
 Shared 2-core machines drift by several per cent within a minute, so each repeat runs the three
 variants back to back (order rotated between repeats) and the overhead is taken per repeat against
 that repeat's bare loop; the median over repeats is the figure, best-of-each is printed beside it.
-Targets: <= 3 % without probes, <= 15 % with probes.
+Targets: <= 3 % without probes, <= 15 % with probes. A breakdown follows that drift hardly moves:
+gan_step against the bare step in alternating blocks of 8 steps, and the time an instrumented run
+spends in logging code (loop thread wall time + writer thread CPU time).
 
     python benchmarks/bench_harness.py [--steps 200] [--width 0.25] [--repeats 5]
 """
@@ -26,36 +28,101 @@ import torch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from gantrack import Config, train  # noqa: E402
-from gantrack.harness import build_gan, d_as_in_g_step  # noqa: E402
+from gantrack.harness import build_gan, d_as_in_g_step, gan_step  # noqa: E402
+
+
+def bare_step(gan) -> None:
+    """One step of the same training as the harness (book order, Keras semantics), logging nothing."""
+    D, G, fam, half = gan.D, gan.G, gan.fam, gan.cfg.half_batch
+    real = gan.sample_real(half)
+    z = gan.latent(half)
+    with torch.no_grad():
+        G.eval()
+        fake = G(z)
+        G.train()
+    gan.opt_d.zero_grad()
+    fam.d_real(fam.output(D(real))).mean().backward()
+    gan.opt_d.step()
+    gan.opt_d.zero_grad()
+    fam.d_fake(fam.output(D(fake))).mean().backward()
+    gan.opt_d.step()
+    z_gen = gan.latent(gan.cfg.batch_size)
+    D.requires_grad_(False)
+    with d_as_in_g_step(D, gan.cfg):
+        g = fam.g(fam.output(D(G(z_gen)))).mean()
+    gan.opt_g.zero_grad()
+    g.backward()
+    gan.opt_g.step()
+    D.requires_grad_(True)
 
 
 def bare_loop(cfg: Config) -> float:
-    """The same training as the harness (book order, Keras semantics), with no logging at all."""
     gan = build_gan(cfg.replace(probes=False))
-    D, G, fam, half = gan.D, gan.G, gan.fam, cfg.half_batch
     t0 = time.perf_counter()
     for _ in range(cfg.steps):
-        real = gan.sample_real(half)
-        z = gan.latent(half)
-        with torch.no_grad():
-            G.eval()
-            fake = G(z)
-            G.train()
-        gan.opt_d.zero_grad()
-        fam.d_real(fam.output(D(real))).mean().backward()
-        gan.opt_d.step()
-        gan.opt_d.zero_grad()
-        fam.d_fake(fam.output(D(fake))).mean().backward()
-        gan.opt_d.step()
-        z_gen = gan.latent(cfg.batch_size)
-        D.requires_grad_(False)
-        with d_as_in_g_step(D, cfg):
-            g = fam.g(fam.output(D(G(z_gen)))).mean()
-        gan.opt_g.zero_grad()
-        g.backward()
-        gan.opt_g.step()
-        D.requires_grad_(True)
+        bare_step(gan)
     return time.perf_counter() - t0
+
+
+def harness_step(gan) -> None:
+    """gan_step plus the loop's one device sync of all values (what the harness does before logging)."""
+    metrics = gan_step(gan)
+    torch.stack([v.float() for v in metrics.values()]).tolist()
+
+
+def step_extras(cfg: Config, rounds: int, block: int = 8) -> float:
+    """Median ratio of harness_step to bare_step time, the two alternating in blocks of ``block``
+    steps so that drift of the machine hits both alike (what gan_step computes beyond the updates:
+    grad and weight norms, accuracies, probabilities)."""
+    a, b = build_gan(cfg.replace(probes=False)), build_gan(cfg.replace(probes=False))
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for step, gan in ((bare_step, a), (harness_step, b)):
+            t0 = time.perf_counter()
+            for _ in range(block):
+                step(gan)
+            times.append(time.perf_counter() - t0)
+        ratios.append(times[1] / times[0])
+    return float(sorted(ratios)[len(ratios) // 2])
+
+
+def logging_work(cfg: Config, folder: str) -> dict[str, float]:
+    """Seconds spent on logging in one harness run, by where: wall time on the loop thread (adding
+    metrics, starting writes, sample grids, the final write) and CPU time of the writer thread. Their
+    sum over the bare loop's time bounds the logging overhead without depending on machine noise."""
+    import threading
+
+    from gantrack import harness as harness_module
+    from gantrack import tracking
+
+    spent = {"loop thread": 0.0, "writer thread (CPU)": 0.0}
+    originals = {}
+
+    def timed(owner, name):
+        fn = originals[(owner, name)] = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            on_writer = threading.current_thread().name.startswith("gantrack-metrics")
+            clock = time.thread_time if on_writer else time.perf_counter
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if on_writer or name != "_send":  # _send on the loop thread is inside flush: counted there
+                    spent["writer thread (CPU)" if on_writer else "loop thread"] += clock() - t0
+        setattr(owner, name, wrapper)
+
+    for owner, name in ((tracking.MetricBuffer, "add"), (tracking.MetricBuffer, "flush"),
+                        (tracking.MetricBuffer, "flush_in_background"), (tracking.MetricBuffer, "_send"),
+                        (harness_module._Samples, "save"), (tracking, "best_effort")):
+        timed(owner, name)
+    try:
+        harness(cfg, folder)
+    finally:
+        for (owner, name), fn in originals.items():
+            setattr(owner, name, fn)
+    return spent
 
 
 def harness(cfg: Config, folder: str) -> tuple[float, float]:
@@ -74,6 +141,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--extra-rounds", type=int, default=15)
     args = ap.parse_args()
     import numpy as np
 
@@ -102,6 +170,13 @@ def main() -> None:
         print(f"  {k:8s} median {np.median(t) / args.steps * 1000:6.1f} ms/step   overhead: median of paired "
               f"{np.median(paired):+5.1f} %  (per repeat {', '.join(f'{x:+.1f}' for x in paired)}),  "
               f"best vs best {100 * (t.min() / bare.min() - 1):+5.1f} %")
+    print("breakdown without probes (less exposed to the machine's drift):")
+    extras = step_extras(base, rounds=args.extra_rounds)
+    print(f"  gan_step vs the bare step, {args.extra_rounds} alternating blocks of 8 steps: median ratio "
+          f"{extras:.3f} ({100 * (extras - 1):+.1f} %: norms, accuracies, probabilities, one sync)")
+    bare_s = float(np.median(bare))
+    for where, s in logging_work(base, folder).items():
+        print(f"  logging on the {where:20s} {1000 * s / args.steps:6.2f} ms/step  = {100 * s / bare_s:4.1f} % of bare")
     print("whole train() call (adds run creation, data loading, final plots, weights):")
     for k, v in whole.items():
         print(f"  {k:8s} one-off {np.median(np.array(v) - np.array(loop[k])):.2f} s (median)")

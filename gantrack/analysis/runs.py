@@ -172,7 +172,11 @@ def _read_sqlite(uri: str, run_ids: list[str], workers: int = 0) -> list[pd.Data
                                    [run_ids[i::workers] for i in range(workers)]))
         by_run = {p["run_id"].cat.categories[0]: p for chunk in chunks for p in chunk}
         return [by_run[r] for r in run_ids]
-    import adbc_driver_sqlite.dbapi as adbc
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:
+        raise GantrackError("reading sqlite stores needs adbc-driver-sqlite (pip install adbc-driver-sqlite), "
+                            "or pass method='client'") from None
 
     path = urllib.parse.quote(uri[len("sqlite:///"):])
     parts = []
