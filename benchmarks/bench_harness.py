@@ -12,7 +12,7 @@ Shared 2-core machines drift by several per cent within a minute, so each repeat
 variants back to back (order rotated between repeats) and the overhead is taken per repeat against
 that repeat's bare loop; the median over repeats is the figure, best-of-each is printed beside it.
 Targets: <= 3 % without probes, <= 15 % with probes. A breakdown follows that drift hardly moves:
-gan_step against the bare step in alternating blocks of 8 steps, and the time an instrumented run
+gan_step against the bare step in ABBA-ordered blocks of 8 steps, and the time an instrumented run
 spends in logging code (loop thread wall time + writer thread CPU time).
 
     python benchmarks/bench_harness.py [--steps 200] [--width 0.25] [--repeats 5]
@@ -71,19 +71,20 @@ def harness_step(gan) -> None:
 
 
 def step_extras(cfg: Config, rounds: int, block: int = 8) -> float:
-    """Median ratio of harness_step to bare_step time, the two alternating in blocks of ``block``
-    steps so that drift of the machine hits both alike (what gan_step computes beyond the updates:
-    grad and weight norms, accuracies, probabilities)."""
+    """Median ratio of harness_step to bare_step time over ``rounds`` rounds of four blocks of
+    ``block`` steps in the order bare, harness, harness, bare (ABBA: a linear drift of the machine
+    within a round cancels). Measures what gan_step computes beyond the updates: grad and weight
+    norms, accuracies, probabilities, the one sync."""
     a, b = build_gan(cfg.replace(probes=False)), build_gan(cfg.replace(probes=False))
     ratios = []
     for _ in range(rounds):
-        times = []
-        for step, gan in ((bare_step, a), (harness_step, b)):
+        spent = {bare_step: 0.0, harness_step: 0.0}
+        for step, gan in ((bare_step, a), (harness_step, b), (harness_step, b), (bare_step, a)):
             t0 = time.perf_counter()
             for _ in range(block):
                 step(gan)
-            times.append(time.perf_counter() - t0)
-        ratios.append(times[1] / times[0])
+            spent[step] += time.perf_counter() - t0
+        ratios.append(spent[harness_step] / spent[bare_step])
     return float(sorted(ratios)[len(ratios) // 2])
 
 
@@ -141,7 +142,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--extra-rounds", type=int, default=15)
+    ap.add_argument("--extra-rounds", type=int, default=10)
     args = ap.parse_args()
     import numpy as np
 
@@ -172,7 +173,7 @@ def main() -> None:
               f"best vs best {100 * (t.min() / bare.min() - 1):+5.1f} %")
     print("breakdown without probes (less exposed to the machine's drift):")
     extras = step_extras(base, rounds=args.extra_rounds)
-    print(f"  gan_step vs the bare step, {args.extra_rounds} alternating blocks of 8 steps: median ratio "
+    print(f"  gan_step vs the bare step, {args.extra_rounds} ABBA rounds of 8-step blocks: median ratio "
           f"{extras:.3f} ({100 * (extras - 1):+.1f} %: norms, accuracies, probabilities, one sync)")
     bare_s = float(np.median(bare))
     for where, s in logging_work(base, folder).items():
