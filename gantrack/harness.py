@@ -411,10 +411,11 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
                                            "(rerun with --allow-nan to continue)")
             if ckpt is not None and step % cfg.checkpoint_every == 0:
                 _save_checkpoint(ckpt, gan, step, history)
-            if step % flush_every == 0 and ckpt is not None:
-                buffer.flush()  # the store must hold exactly the checkpoint's steps before training goes on
-            elif step % flush_every == 0:
-                buffer.flush_in_background()
+            if step % flush_every == 0:
+                if ckpt is not None:
+                    buffer.flush()  # the store must hold exactly the checkpoint's steps before training goes on
+                else:
+                    buffer.flush_in_background()
             if cfg.sample_every and step % cfg.sample_every == 0:
                 tracking.best_effort(mlclient.log_artifact, run_id, str(samples.save(gan, step, tmpdir)), "samples")
             if not quiet and (step % 10 == 0 or step == steps):
@@ -427,8 +428,8 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
         # the loop's wall time (training, per-step logging, the last metrics write), for users and
         # the overhead benchmark
         tracking.best_effort(mlclient.set_tag, run_id, "gantrack.loop_seconds", f"{loop_s:.3f}")
-        # CPU seconds of the whole process over the loop (all torch threads and the metrics writer):
-        # steadier than wall time on a shared machine, whose neighbours' CPU steal it does not count
+        # CPU seconds of the whole process over the loop: all torch threads and the metrics writer,
+        # so work moved off the loop thread still shows
         tracking.best_effort(mlclient.set_tag, run_id, "gantrack.loop_cpu_seconds", f"{loop_cpu_s:.3f}")
         if spool is None:
             _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir)
