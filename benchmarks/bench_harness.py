@@ -93,7 +93,8 @@ def interleaved(cfg: Config, folder: str, block: int = 8) -> list[dict]:
     next to a round (~5 s), cancels within each round. The bare steps train the harness's own models
     (the run's curves are not the point here): two separately allocated copies of the same model run
     a few per cent apart for as long as they live (memory placement), which no interleaving cancels.
-    Returns one dict per round: harness and bare steps, wall and CPU seconds.
+    Returns one dict per round: harness and bare steps, wall and CPU seconds; the first also has
+    ``one_off``, the seconds of ``train()`` outside its loop.
 
     A harness segment runs from the end of one bare block to the start of the next, so it holds all
     of the loop's per-step work and logging: sample grids, starting background writes, and, before
@@ -157,7 +158,8 @@ def interleaved(cfg: Config, folder: str, block: int = 8) -> list[dict]:
     harness_module.gan_step = stepping
     tracking.MetricBuffer.flush_in_background, tracking.MetricBuffer.close = background, close
     try:
-        harness(cfg, folder)
+        loop_s, _, total_s = harness(cfg, folder)
+        rounds[0]["one_off"] = total_s - loop_s  # run creation, data, final plots and weights
     finally:
         harness_module.gan_step = step_fn
         tracking.MetricBuffer.flush_in_background, tracking.MetricBuffer.close = background_fn, close_fn
@@ -266,6 +268,10 @@ def main() -> None:
             line.append(f"{clock} {est:+5.1f} % [{lo:+.1f}, {hi:+.1f}]")
         verdict = "met" if round_overheads(rounds[name])[2] <= target else "NOT shown"
         print(f"  {name:8s} {'   '.join(line)}   target <= {target:.0f} %: {verdict}")
+    for name in variants:
+        one_off = sorted(r["one_off"] for r in rounds[name] if "one_off" in r)
+        print(f"  {name:8s} once per run, outside the loop (run creation, data, final plots, weights): "
+              f"{one_off[len(one_off) // 2]:.2f} s (median)")
     print("breakdown without probes:")
     extras = step_extras(base, rounds=args.extra_rounds)
     print(f"  gan_step vs the bare step, {args.extra_rounds} ABBA rounds of 8-step blocks on one model: median "

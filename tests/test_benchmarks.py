@@ -41,6 +41,7 @@ def test_interleaved_times_every_step_once_and_restores_the_harness(bench, tmp_p
     rounds = bench.interleaved(cfg, str(tmp_path), block=2)
     assert [r["h_steps"] for r in rounds] == [4, 3]
     assert [r["b_steps"] for r in rounds] == [4, 3]  # as many bare steps as harness steps, per round
+    assert rounds[0]["one_off"] > 0  # train() outside its loop: run creation, final plots, weights
     for r in rounds:
         assert all(r[k] > 0 and math.isfinite(r[k]) for k in ("h_wall", "b_wall", "h_cpu", "b_cpu"))
     assert (harness.gan_step, tracking.MetricBuffer.flush_in_background, tracking.MetricBuffer.close) == originals
