@@ -21,7 +21,7 @@ rounds; wall time and process CPU time (all threads) both. Targets: <= 3 % witho
 <= 15 % with probes. A breakdown follows: gan_step against the bare step on one model in
 ABBA blocks, and the time spent in logging code (loop thread wall, writer thread CPU).
 
-    python benchmarks/bench_harness.py [--steps 450] [--runs 2] [--width 0.25]
+    python benchmarks/bench_harness.py [--steps 450] [--runs 2] [--width 0.25] [--set KEY=VALUE ...]
 """
 
 import argparse
@@ -34,6 +34,7 @@ import torch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from gantrack import Config, train  # noqa: E402
+from gantrack.config import apply_overrides, parse_set  # noqa: E402
 from gantrack.harness import build_gan, d_as_in_g_step, gan_step  # noqa: E402
 
 
@@ -242,10 +243,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="runs per variant (rounds are pooled)")
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--extra-rounds", type=int, default=10)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config overrides, e.g. the chapter-10 study's narrow models: "
+                         "--width 0.125 --set d_width=0.5 --set sample_every=150")
     args = ap.parse_args()
 
     folder = tempfile.mkdtemp(prefix="gantrack-bench-harness-")
-    base = Config(width=args.width, steps=args.steps, experiment="bench")
+    base = apply_overrides(Config(width=args.width, steps=args.steps, experiment="bench"), parse_set(args.set))
     harness(base.replace(steps=5), folder)  # create the store and warm up imports outside the timings
     variants = {"harness": base.replace(probes=False), "probes": base.replace(probes=True)}
     rounds: dict[str, list[dict]] = {k: [] for k in variants}
@@ -258,7 +262,8 @@ def main() -> None:
             per_step = sum(x["b_wall"] for x in got) / sum(x["b_steps"] for x in got)
             print(f"run {r + 1} {name:8s} {len(got)} rounds, bare {1000 * per_step:.1f} ms/step: "
                   f"overhead {est:+.1f} % [{lo:+.1f}, {hi:+.1f}]", flush=True)
-    print(f"\n{args.steps} steps x {args.runs} runs per variant, width {args.width}, "
+    print(f"\n{args.steps} steps x {args.runs} runs per variant, width {args.width}"
+          f"{''.join(', ' + x for x in args.set)}, "
           f"torch threads {torch.get_num_threads()}; overhead of a harness step over a bare step, "
           "all rounds pooled (95 % bootstrap interval over rounds):")
     for name, target in (("harness", 3.0), ("probes", 15.0)):
