@@ -28,6 +28,7 @@ import argparse
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -61,6 +62,19 @@ def bare_step(gan) -> None:
     g.backward()
     gan.opt_g.step()
     D.requires_grad_(True)
+
+
+@contextmanager
+def patched(*replacements):
+    """Set ``(owner, name, value)`` attributes for the duration; the originals come back afterwards."""
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replacements]
+    for owner, name, value in replacements:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in originals:
+            setattr(owner, name, value)
 
 
 def harness_step(gan) -> None:
@@ -156,14 +170,10 @@ def interleaved(cfg: Config, folder: str, block: int = 8) -> list[dict]:
                 end_segment()
                 state["mark"] = None
 
-    harness_module.gan_step = stepping
-    tracking.MetricBuffer.flush_in_background, tracking.MetricBuffer.close = background, close
-    try:
-        loop_s, _, total_s = harness(cfg, folder)
-        rounds[0]["one_off"] = total_s - loop_s  # run creation, data, final plots and weights
-    finally:
-        harness_module.gan_step = step_fn
-        tracking.MetricBuffer.flush_in_background, tracking.MetricBuffer.close = background_fn, close_fn
+    with patched((harness_module, "gan_step", stepping), (tracking.MetricBuffer, "flush_in_background", background),
+                 (tracking.MetricBuffer, "close", close)):
+        loop_s, total_s = harness(cfg, folder)
+    rounds[0]["one_off"] = total_s - loop_s  # run creation, data, final plots and weights
     bare_block(rounds[-1]["h_steps"] // 2)  # the last round's closing bare half
     return rounds
 
@@ -197,10 +207,9 @@ def logging_work(cfg: Config, folder: str) -> dict[str, float]:
     from gantrack import tracking
 
     spent = {"loop thread": 0.0, "writer thread (CPU)": 0.0}
-    originals = {}
 
     def timed(owner, name):
-        fn = originals[(owner, name)] = getattr(owner, name)
+        fn = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
             on_writer = threading.current_thread().name.startswith("gantrack-metrics")
@@ -211,22 +220,18 @@ def logging_work(cfg: Config, folder: str) -> dict[str, float]:
             finally:
                 if on_writer or name != "_send":  # _send on the loop thread is inside flush: counted there
                     spent["writer thread (CPU)" if on_writer else "loop thread"] += clock() - t0
-        setattr(owner, name, wrapper)
+        return owner, name, wrapper
 
-    for owner, name in ((tracking.MetricBuffer, "add"), (tracking.MetricBuffer, "flush"),
-                        (tracking.MetricBuffer, "flush_in_background"), (tracking.MetricBuffer, "_send"),
-                        (harness_module._Samples, "save"), (tracking, "best_effort")):
-        timed(owner, name)
-    try:
+    with patched(*(timed(owner, name) for owner, name in (
+            (tracking.MetricBuffer, "add"), (tracking.MetricBuffer, "flush"),
+            (tracking.MetricBuffer, "flush_in_background"), (tracking.MetricBuffer, "_send"),
+            (harness_module._Samples, "save"), (tracking, "best_effort")))):
         harness(cfg, folder)
-    finally:
-        for (owner, name), fn in originals.items():
-            setattr(owner, name, fn)
     return spent
 
 
-def harness(cfg: Config, folder: str) -> tuple[float, float, float]:
-    """(wall and CPU seconds of the training loop as the run logged them, seconds of the whole train() call)."""
+def harness(cfg: Config, folder: str) -> tuple[float, float]:
+    """(seconds of the training loop as the run logged them, seconds of the whole train() call)."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{folder}/mlflow.db"
@@ -234,7 +239,7 @@ def harness(cfg: Config, folder: str) -> tuple[float, float, float]:
     run_id = train(cfg, tracking_uri=uri, quiet=True)
     total = time.perf_counter() - t0
     tags = MlflowClient(uri).get_run(run_id).data.tags
-    return float(tags["gantrack.loop_seconds"]), float(tags["gantrack.loop_cpu_seconds"]), total
+    return float(tags["gantrack.loop_seconds"]), total
 
 
 def main() -> None:
