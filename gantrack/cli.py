@@ -10,6 +10,7 @@ import os
 import sys
 
 from .errors import GantrackError, TrainingDiverged
+from .signals import Terminated, terminate_as_interrupt
 
 
 def _train(args) -> int:
@@ -188,13 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with terminate_as_interrupt():  # SIGTERM/SIGHUP take Ctrl-C's path: runs end KILLED, children stop
+            return args.func(args)
     except TrainingDiverged as e:
         print(f"gantrack: {e}", file=sys.stderr)
         return 1
     except GantrackError as e:
         print(f"gantrack: error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print(f"gantrack: terminated ({e})", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("gantrack: interrupted", file=sys.stderr)
         return 130

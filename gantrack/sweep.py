@@ -62,6 +62,36 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
+def _worker_terminated(signum, frame):
+    import signal
+
+    from .signals import Terminated
+
+    # the pool's manager thread terminates the other workers again when one exits: let the first
+    # signal's clean-up (run marked KILLED, metrics flushed) finish
+    signal.signal(signum, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def _worker_init() -> None:
+    """In each worker: SIGTERM ends the run KILLED through train's clean-up, not mid-write."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _worker_terminated)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's processes (the parent is going away: their runs end KILLED and keep
+    their checkpoints, so the same command resumes them). Python 3.11 has no public call for this."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+
+
 def _work(kind: str, cfg: Config, uri: str, run_id: str | None, parent: str | None) -> str:
     from .harness import resume, train
 
@@ -106,7 +136,8 @@ def run_configs(configs: list[Config], tracking_uri: str | None = None, workers:
     threads = max(1, (os.cpu_count() or 2) // max(1, min(workers, len(todo))))
     errors = []
     bar = tqdm(total=len(todo), disable=not progress, desc="runs", unit="run")
-    with ProcessPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+    pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), initializer=_worker_init)
+    try:
         futures = {pool.submit(_work, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id):
                    (i, cfg) for i, kind, cfg, rid in todo}
         for fut in as_completed(futures):
@@ -117,6 +148,11 @@ def run_configs(configs: list[Config], tracking_uri: str | None = None, workers:
                 errors.append(f"{cfg.scenario}/{cfg.loss}/seed {cfg.seed}: {str(e).splitlines()[0]}")
             bar.update(1)
             bar.set_postfix(failed=len(errors), refresh=False)
+    except BaseException:  # Ctrl-C, SIGTERM, an error here: no worker outlives the sweep
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     if errors:
         print(f"{len(errors)} run(s) failed (re-run the same command to retry them):\n  " + "\n  ".join(errors),
@@ -147,7 +183,12 @@ def sweep(base: Config, grid: dict[str, list[Any]], tracking_uri: str | None = N
             "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
                                    f"({len(configs)} runs)"}).info.run_id
     t0 = time.time()
-    ids = run_configs(configs, uri, workers, progress, parent_run_id=parent)
+    try:
+        ids = run_configs(configs, uri, workers, progress, parent_run_id=parent)
+    except BaseException as e:  # Ctrl-C, SIGTERM, a store error: the parent run does not stay RUNNING
+        tracking.best_effort(mlclient.set_terminated, parent, "KILLED" if isinstance(e, KeyboardInterrupt)
+                             else "FAILED")
+        raise
     failed = len(configs) - len(ids)
     tracking.retry(mlclient.set_tag, parent, "gantrack.sweep_result", f"{len(ids)} finished, {failed} failed")
     tracking.retry(mlclient.log_metric, parent, "sweep/finished_runs", len(ids))

@@ -1,4 +1,9 @@
-"""``gantrack ui``: MLflow's own UI on 127.0.0.1 over the store gantrack writes to."""
+"""``gantrack ui``: MLflow's own UI on 127.0.0.1 over the store gantrack writes to.
+
+The server runs in its own process group (``mlflow server`` starts a uvicorn worker and job-runner
+consumers); ``stop`` ends the whole group. ``running`` is the leak-proof way to hold one from
+Python; ``serve`` (the CLI) stops it on Ctrl-C, SIGTERM and SIGHUP alike.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import tracking
 from .errors import GantrackError
+from .signals import terminate_as_interrupt
 
 
 def server_command(uri: str, port: int) -> list[str]:
@@ -21,8 +29,20 @@ def server_command(uri: str, port: int) -> list[str]:
     return cmd
 
 
+def _last_line(log) -> str:
+    log.flush()
+    log.seek(0)
+    lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
 def start(uri: str | None = None, port: int = 5000, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` bound to 127.0.0.1; returns (process, base URL) once it answers."""
+    """Start ``mlflow server`` bound to 127.0.0.1; returns (process, base URL) once it answers.
+
+    The caller must ``stop(process)`` on every exit path; ``running`` does that for you. The
+    server's output goes to an unlinked temporary file (a pipe nobody reads would fill up and
+    block the server); ``process.gantrack_log`` holds it.
+    """
     import requests
 
     uri = tracking.resolve_tracking_uri(uri)
@@ -36,45 +56,91 @@ def start(uri: str | None = None, port: int = 5000, timeout: float = 90.0) -> tu
         raise GantrackError(f"port {port} is already in use on 127.0.0.1 (try --port)")
     except requests.RequestException:
         pass
-    proc = subprocess.Popen(server_command(uri, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    log = tempfile.TemporaryFile(prefix="gantrack-ui-")
+    proc = subprocess.Popen(server_command(uri, port), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-            raise GantrackError(f"mlflow server exited: {err[-1] if err else 'no message'}")
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.3)
-    stop(proc)
-    raise GantrackError(f"mlflow server did not answer on {url} within {timeout:.0f} s")
+    proc.gantrack_log = log
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise GantrackError(f"mlflow server exited: {_last_line(log)}")
+            try:
+                if requests.get(url + "/health", timeout=1).status_code == 200:
+                    return proc, url
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise GantrackError(f"mlflow server did not answer on {url} within {timeout:.0f} s")
+    except BaseException:  # a timeout, a dead server, Ctrl-C or SIGTERM while waiting: nothing left behind
+        stop(proc)
+        raise
+
+
+@contextmanager
+def running(uri: str | None = None, port: int = 5000, timeout: float = 90.0):
+    """``with running(uri, port) as (proc, url): ...`` — the server's whole process group is
+    stopped when the block exits, however it exits."""
+    proc, url = start(uri, port, timeout)
+    try:
+        yield proc, url
+    finally:
+        stop(proc)
 
 
 def serve(uri: str | None = None, port: int = 5000, experiment: str | None = None) -> int:
-    """Run the UI until Ctrl-C, printing where to look."""
-    proc, url = start(uri, port)
-    where = url
-    if experiment:
-        exp = tracking.client(tracking.resolve_tracking_uri(uri)).get_experiment_by_name(experiment)
-        if exp is not None:
-            where = f"{url}/#/experiments/{exp.experiment_id}/runs"
-    print(f"MLflow UI: {where}   (Ctrl-C to stop)", flush=True)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop(proc)
-        return 0
+    """Run the UI until Ctrl-C, SIGTERM or SIGHUP, printing where to look.
+
+    Returns 0 when stopped by a signal; if the server dies on its own, prints its last log line
+    and returns its exit status.
+    """
+    with terminate_as_interrupt():
+        try:
+            with running(uri, port) as (proc, url):
+                where = url
+                if experiment:
+                    exp = tracking.client(tracking.resolve_tracking_uri(uri)).get_experiment_by_name(experiment)
+                    if exp is not None:
+                        where = f"{url}/#/experiments/{exp.experiment_id}/runs"
+                print(f"MLflow UI: {where}   (Ctrl-C to stop)", flush=True)
+                code = proc.wait()
+                print(f"gantrack: mlflow server exited with status {code}: {_last_line(proc.gantrack_log)}",
+                      file=sys.stderr, flush=True)
+                return code if code >= 0 else 128 - code
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated): the server is already stopped
+            return 0
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the server and the workers it spawned (its own process group)."""
+def stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """Stop the server and the workers it spawned (its own process group): SIGTERM, then SIGKILL
+    for whatever is still there after ``grace`` seconds. Safe to call twice."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    # the group can outlive its leader (uvicorn and job consumers exit on their own schedule)
+    deadline = time.time() + grace
+    while _group_alive(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait()
+    log = getattr(proc, "gantrack_log", None)
+    if log is not None and not log.closed:
+        log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

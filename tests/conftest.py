@@ -1,9 +1,82 @@
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# Every process the suite starts inherits this marker (servers in their own sessions too), so the
+# session-end check finds whatever the tests left running, however it was started.
+SESSION_MARK = f"GANTRACK_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["GANTRACK_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
+
+
+def marked_processes() -> list[tuple[int, str]]:
+    """(pid, command line) of live processes other than this one that carry the session marker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            if SESSION_MARK.encode() not in env:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found.append((int(entry), f.read().replace(b"\0", b" ").decode(errors="replace")[:200]))
+        except OSError:  # gone meanwhile, or a zombie
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """Fails the session if a process started by the tests outlives them (it is killed, then reported)."""
+    yield
+    if not os.path.isdir("/proc"):
+        return
+    deadline = time.time() + 15
+    left = marked_processes()
+    while left and time.time() < deadline:
+        time.sleep(0.2)
+        left = marked_processes()
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, "processes started by the tests are still running:\n" + "\n".join(f"{p} {c}" for p, c in left)
+
+
+_started: list[subprocess.Popen] = []
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    """``subprocess.Popen`` in a new process group, ended (whole group) when the test ends, pass or fail."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+    _started.append(proc)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def end_spawned_processes():
+    yield
+    while _started:
+        kill_group(_started.pop())
 
 
 @pytest.fixture(autouse=True)
@@ -22,13 +95,6 @@ def store(tmp_path):
     """A fresh sqlite tracking URI inside the test's temp dir."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 
 def free_port() -> int:
@@ -59,6 +125,7 @@ class MlflowServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                kill_group(self.proc)  # its workers may have outlived it
                 raise RuntimeError((self.folder / "server.log").read_text()[-2000:])
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
@@ -66,13 +133,12 @@ class MlflowServer:
             except requests.RequestException:
                 pass
             time.sleep(0.3)
+        kill_group(self.proc)
         raise RuntimeError("mlflow server did not start in time")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the server's uvicorn and job workers too
-            self.proc.wait(timeout=30)
         if self.proc:
+            kill_group(self.proc)  # the server's uvicorn and job workers too (the fixtures call this on teardown)
             self.log.close()
 
 

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from gantrack import Config, train
 from gantrack.analysis import build_report, load_runs
 
-from conftest import free_port
+from conftest import free_port, spawn
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
@@ -93,8 +92,8 @@ def test_report_renders_in_chromium_with_every_figure_loaded(experiment):
 def test_gantrack_ui_shows_runs_and_gantrack_metrics(experiment):
     uri, ids, _, _ = experiment
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", uri, "--port", str(port),
-                             "--experiment", "rep"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = spawn([sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", uri, "--port", str(port),
+                  "--experiment", "rep"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # printed once the server answers
         assert line.startswith("MLflow UI: http://127.0.0.1:"), line
@@ -108,9 +107,5 @@ def test_gantrack_ui_shows_runs_and_gantrack_metrics(experiment):
         for key in ("loss/g", "loss/d_fake", "explain/ratio", "osc/loss/g"):
             assert key in page, key
     finally:
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        time.sleep(0.5)
+        proc.terminate()  # SIGTERM to gantrack alone: it stops its server (tests/test_processes.py checks how)
+        proc.wait(timeout=60)

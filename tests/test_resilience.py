@@ -15,12 +15,14 @@ from gantrack import Config, train
 from gantrack.analysis import load_runs
 from gantrack.studies import run_configs
 
+from conftest import spawn
+
 TINY = ["--width", "0.0625", "--set", "batch_size=16", "--set", "sample_every=0", "--set", "threads=1", "--quiet"]
 
 
 def cli(*args, cwd, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "gantrack.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw)
+    return spawn([sys.executable, "-m", "gantrack.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw)
 
 
 def max_step(uri: str, experiment: str) -> int:
