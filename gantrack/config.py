@@ -70,6 +70,7 @@ class Config:
     steps: int = 0  # 0: epochs * batches_per_epoch
     # logging
     probes: bool = True
+    per_sample_probes: bool = True  # with probes: every cell's per-sample D scores as a run artifact
     grad_norms: bool = True
     flush_every: int = 100  # metrics are sent to MLflow in batches of this many steps
     sample_every: int = 100  # sample grid every N steps (0: only at the end)

@@ -7,11 +7,13 @@ update, as Keras's ``train_on_batch`` reports it. ``schedule="joint"`` replaces 
 updates with one on the concatenated batch (the chapter's convergence failure); ``n_critic``
 repeats the D part (WGAN), logging its last repetition.
 
-The 2×2 probes (DESIGN.md §3) evaluate both fake batches (D's and G's) under both
-discriminators (D as it computed ``d_fake`` and D as it computed ``g``). Two of the four
-cells are the training forward passes themselves; the other two are extra forward passes
-under ``no_grad`` with BatchNorm running statistics restored afterwards, and draw nothing
-from the training random stream — so curves with probes on and off are identical.
+The probe cells (docs/design.md §3, names in ``contract``) evaluate D's and G's fake batches
+under D before and after its update, and D's batch under D before its update in the G step's
+BatchNorm context too, so timing and BatchNorm context can be told apart. Two cells are the
+training forward passes themselves; the others are extra forward passes under ``no_grad`` on a
+copy or with BatchNorm running statistics restored afterwards, and draw nothing from the training
+random stream — so curves with probes on and off are identical. Each cell's per-sample raw scores
+are kept too (``per_sample_probes``; ``gantrack.probes``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import __version__, data, figures, models, tracking
+from . import contract as C
 from .config import PRESETS, Config, validate
 from .errors import GantrackError, TrainingDiverged
 from .losses import LossFamily, family, gradient_penalty
-
-PROBE_BATCHES = ("dbatch", "gbatch")
-PROBE_WHEN = ("before", "after")
+from .probes import PerSampleRecorder
 
 
 @contextmanager
@@ -87,6 +88,8 @@ class GAN:
     gen: torch.Generator  # the training random stream: real indices, latent points, GP mixing
     real: torch.Tensor | None  # image dataset (N, 1, 28, 28), or None for toy samplers
     d_before: nn.Module | None = None  # copy of D as it computed d_fake (probes only)
+    cells: dict[str, torch.Tensor] | None = None  # last step's per-sample raw D scores per probe cell
+    per_sample_state: dict | None = None  # per-sample probes restored from a checkpoint
 
     def sample_real(self, n: int) -> torch.Tensor:
         if self.real is not None:  # chapter 10 draws real samples with replacement
@@ -133,12 +136,11 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, norms:
     return norm
 
 
-def _probe_cell(fam: LossFamily, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return out.mean(), fam.d_fake(out).mean(), fam.g(out).mean()
-
-
 def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
-    """One training iteration; returns every logged quantity as a 0-dim tensor."""
+    """One training iteration; returns every logged quantity as a 0-dim tensor.
+
+    With probes on, ``gan.cells`` holds each probe cell's per-sample raw D scores afterwards.
+    """
     cfg, fam, D, G = gan.cfg, gan.fam, gan.D, gan.G
     d_params, g_params = list(D.parameters()), list(G.parameters())
     half, m = cfg.half_batch, {}
@@ -156,14 +158,16 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
             m["grad/d_real_norm"] = _update(gan.opt_d, d_real, d_params, cfg.grad_norms)
             if gan.d_before is not None and last:
                 gan.d_before.load_state_dict(D.state_dict())
-            out_fake = fam.output(D(fake))
+            score_fake = D(fake)
+            out_fake = fam.output(score_fake)
             d_fake = fam.d_fake(out_fake).mean()
             d_loss = d_fake
         else:  # joint: one update on real + fake, BatchNorm sees the mixed batch
             if gan.d_before is not None and last:
                 gan.d_before.load_state_dict(D.state_dict())
-            out = fam.output(D(torch.cat([real, fake])))
-            out_real, out_fake = out[:half], out[half:]
+            score = D(torch.cat([real, fake]))
+            out = fam.output(score)
+            out_real, out_fake, score_fake = out[:half], out[half:], score[half:]
             d_real, d_fake = fam.d_real(out_real).mean(), fam.d_fake(out_fake).mean()
             d_loss = 0.5 * (d_real + d_fake)  # mean over the combined batch, as Keras computes it
         if fam.gradient_penalty:
@@ -177,31 +181,37 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
     D.requires_grad_(False)
     x_gen = G(z_gen)
     with d_as_in_g_step(D, cfg):
-        out_gen = fam.output(D(x_gen))
+        score_gen = D(x_gen)
+    out_gen = fam.output(score_gen)
     g = fam.g(out_gen).mean()
     m["grad/g_norm"] = _update(gan.opt_g, g, g_params, cfg.grad_norms)
     D.requires_grad_(True)
 
     out_real, out_fake, out_gen = out_real.detach(), out_fake.detach(), out_gen.detach()
     m.update({
-        "loss/d_real": d_real.detach(), "loss/d_fake": d_fake.detach(),
+        C.D_REAL: d_real.detach(), C.D_FAKE: d_fake.detach(),
         # the mean of the two halves (what a joint batch reports); the book logs d1, d2 apart
-        "loss/d": 0.5 * (d_real.detach() + d_fake.detach()), "loss/g": g.detach(),
-        "acc/real": (out_real > fam.threshold).float().mean(),
-        "acc/fake": (out_fake <= fam.threshold).float().mean(),
-        "prob/real": out_real.mean(), "prob/fake": out_fake.mean(), "prob/gen": out_gen.mean(),
+        C.D_LOSS: 0.5 * (d_real.detach() + d_fake.detach()), C.G_LOSS: g.detach(),
+        C.ACC_REAL: (out_real > fam.threshold).float().mean(),
+        C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
+        C.PROB_REAL: out_real.mean(), C.PROB_FAKE: out_fake.mean(), C.PROB_GEN: out_gen.mean(),
     })
     if gan.d_before is not None:
-        with torch.no_grad():
+        x_gen = x_gen.detach()
+        with torch.no_grad():  # the probe passes: no gradients, running statistics untouched (scratch)
             with d_as_in_g_step(D, cfg):
-                out_dbatch_after = fam.output(D(fake))
-            # D as it computed d_fake: train mode (batch statistics); its copy's buffers are scratch
-            out_gbatch_before = fam.output(gan.d_before(x_gen.detach()))
-        cells = {"dbatch_before": out_fake, "dbatch_after": out_dbatch_after,
-                 "gbatch_before": out_gbatch_before, "gbatch_after": out_gen}
-        for name, out in cells.items():
-            p, df, gg = _probe_cell(fam, out)
-            m[f"probe/{name}/p"], m[f"probe/{name}/d_fake"], m[f"probe/{name}/g"] = p, df, gg
+                score_dbatch_after = D(fake)
+            with d_as_in_g_step(gan.d_before, cfg):  # D before its update, in the G step's context
+                score_dbatch_before_gctx = gan.d_before(fake)
+                score_gbatch_before = gan.d_before(x_gen)
+        gan.cells = {"dbatch_before": score_fake.detach(), "dbatch_before_gctx": score_dbatch_before_gctx,
+                     "dbatch_after": score_dbatch_after, "gbatch_before": score_gbatch_before,
+                     "gbatch_after": score_gen.detach()}
+        for name, score in gan.cells.items():
+            out = fam.output(score)
+            m[C.probe_key(name, "p")] = out.mean()
+            m[C.probe_key(name, "d_fake")] = fam.d_fake(out).mean()
+            m[C.probe_key(name, "g")] = fam.g(out).mean()
     if cfg.grad_norms:
         m["weights/d_norm"] = torch.nn.utils.get_total_norm(d_params)
         m["weights/g_norm"] = torch.nn.utils.get_total_norm(g_params)
@@ -274,7 +284,8 @@ def train(config: Config, tracking_uri: str | None = None, quiet: bool = False,
     steps = total_steps(cfg, None if real is None else len(real))
     tags = {"gantrack.scenario": cfg.scenario, "gantrack.loss": cfg.loss, "gantrack.dataset": cfg.dataset,
             "gantrack.seed": str(cfg.seed), "gantrack.version": __version__, "gantrack.arch": cfg.arch,
-            "gantrack.schedule": cfg.schedule, "gantrack.config_hash": cfg.config_hash(),
+            "gantrack.schedule": cfg.schedule, "gantrack.d_bn_in_g_step": cfg.d_bn_in_g_step,
+            "gantrack.config_hash": cfg.config_hash(),
             "gantrack.steps": str(steps), "mlflow.note.content": _description(cfg, steps)}
     commit = tracking.git_commit()
     if commit:
@@ -337,6 +348,7 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
         torch.set_rng_state(state["torch_rng"])
         tracking.retry(mlclient.update_run, run_id, status="RUNNING")
         tracking.retry(mlclient.set_tag, run_id, "gantrack.resumed_from_step", str(state["step"]))
+        gan.per_sample_state = state.get("per_sample")
         return gan, state["step"] + 1, {k: list(v) for k, v in state["history"].items()}
 
     _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup)
@@ -351,12 +363,12 @@ def checkpoint_path(cfg: Config, run_id: str) -> Path:
     return root / f"{run_id}.pt"
 
 
-def _save_checkpoint(path: Path, gan: GAN, step: int, history: dict) -> None:
+def _save_checkpoint(path: Path, gan: GAN, step: int, history: dict, per_sample: PerSampleRecorder | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "D": gan.D.state_dict(), "G": gan.G.state_dict(), "opt_d": gan.opt_d.state_dict(),
                 "opt_g": gan.opt_g.state_dict(), "gen": gan.gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history}, tmp)
+                "history": history, "per_sample": per_sample.state() if per_sample else None}, tmp)
     tmp.replace(path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
@@ -385,6 +397,10 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
     from tqdm import tqdm
 
     samples = _Samples(gan)
+    per_sample = None
+    if cfg.probes and cfg.per_sample_probes:
+        per_sample = (PerSampleRecorder.from_state(gan.per_sample_state, steps) if gan.per_sample_state
+                      else PerSampleRecorder(steps - start + 1))
     ckpt = checkpoint_path(cfg, run_id) if cfg.checkpoint_every else None
     # with checkpoints, metrics are written only right after one, so a resumed run re-logs nothing
     flush_every = cfg.checkpoint_every or cfg.flush_every
@@ -396,6 +412,8 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
         t_loop, cpu_loop = time.perf_counter(), time.process_time()
         for step in range(start, steps + 1):
             metrics = gan_step(gan)
+            if per_sample is not None:
+                per_sample.add(step, gan.cells)
             if keys is None:
                 keys = list(metrics)
             values = torch.stack([metrics[k].float() for k in keys]).tolist()  # one sync, not one per key
@@ -410,7 +428,7 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
                     raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {step} "
                                            "(rerun with --allow-nan to continue)")
             if ckpt is not None and step % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt, gan, step, history)
+                _save_checkpoint(ckpt, gan, step, history, per_sample)
             if step % flush_every == 0:
                 if ckpt is not None:
                     buffer.flush()  # the store must hold exactly the checkpoint's steps before training goes on
@@ -432,13 +450,17 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
         # so work moved off the loop thread still shows
         tracking.best_effort(mlclient.set_tag, run_id, "gantrack.loop_cpu_seconds", f"{loop_cpu_s:.3f}")
         if spool is None:
-            _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir)
+            _finish(cfg, mlclient, run_id, gan, samples, steps, history, tmpdir, per_sample)
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
 
 
-def _finish(cfg, mlclient, run_id, gan: GAN, samples: _Samples, steps: int, history, tmpdir: Path) -> None:
-    """Final artifacts (curves, last samples, weights) and the FINISHED status."""
+def _finish(cfg, mlclient, run_id, gan: GAN, samples: _Samples, steps: int, history, tmpdir: Path,
+            per_sample: PerSampleRecorder | None) -> None:
+    """Final artifacts (curves, last samples, weights, per-sample probes) and the FINISHED status."""
+    if per_sample is not None:
+        folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)
+        tracking.retry(mlclient.log_artifact, run_id, str(per_sample.save(tmpdir / name)), folder)
     if not cfg.sample_every or steps % cfg.sample_every:
         mlclient.log_artifact(run_id, str(samples.save(gan, steps, tmpdir)), "samples")
     fig = figures.book_plots(np.arange(1, steps + 1), {k: np.asarray(v) for k, v in history.items()})

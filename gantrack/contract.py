@@ -1,0 +1,50 @@
+"""What a run means: metric keys, probe cells, tags, artifacts and factor names.
+
+The harness writes these names, the analysis reads them and the MLflow UI shows them: they are
+the contract between the three (docs/design.md §3). Everything else imports them from here.
+"""
+
+from __future__ import annotations
+
+# --- per-step losses and diagnostics ----------------------------------------------------------
+D_REAL, D_FAKE, D_LOSS, G_LOSS = "loss/d_real", "loss/d_fake", "loss/d", "loss/g"
+LOSS_KEYS = (D_REAL, D_FAKE, G_LOSS)
+ACC_REAL, ACC_FAKE = "acc/real", "acc/fake"
+PROB_REAL, PROB_FAKE, PROB_GEN = "prob/real", "prob/fake", "prob/gen"
+
+# --- probe cells --------------------------------------------------------------------------------
+# A cell is (batch, discriminator, BatchNorm context). Batches: "dbatch" = D's fake half batch,
+# "gbatch" = G's full batch. Discriminators: "before" = D as it computed d_fake, "after" = D as it
+# computed g. Context: the D step's (the fakes alone in train mode on the book schedule, inside
+# the mixed real+fake batch on the joint schedule) or the G step's (an all-fake batch on its own
+# batch statistics, or on moving statistics with d_bn_in_g_step="moving").
+#   dbatch_before       D's batch, D before, D-step context   (the training forward: loss/d_fake)
+#   dbatch_before_gctx  D's batch, D before, G-step context   (new: separates context from timing)
+#   dbatch_after        D's batch, D after,  G-step context
+#   gbatch_before       G's batch, D before, G-step context
+#   gbatch_after        G's batch, D after,  G-step context   (the training forward: loss/g)
+CELLS = ("dbatch_before", "dbatch_before_gctx", "dbatch_after", "gbatch_before", "gbatch_after")
+CELL_STATS = ("p", "d_fake", "g")  # mean D output, batch d_fake and batch g of the cell
+
+
+def probe_key(cell: str, stat: str) -> str:
+    """``probe/<cell>/<stat>``, e.g. ``probe/dbatch_before/g``."""
+    return f"probe/{cell}/{stat}"
+
+
+# --- the explanation's factors ---------------------------------------------------------------
+# std(g)/std(d_fake) telescopes through the cells, one difference at a time:
+FACTORS = {  # name: ((numerator cell, stat), (denominator cell, stat)); "loss" = the logged curves
+    "total": (("loss", G_LOSS), ("loss", D_FAKE)),
+    "link": (("dbatch_before", "g"), ("dbatch_before", "d_fake")),  # g- vs d-link, same everything else
+    "context": (("dbatch_before_gctx", "g"), ("dbatch_before", "g")),  # BatchNorm context only
+    "timing": (("dbatch_after", "g"), ("dbatch_before_gctx", "g")),  # D's update only
+    "sampling": (("gbatch_after", "g"), ("dbatch_after", "g")),  # the batch only
+}
+FACTOR_NAMES = ("link", "timing", "context", "sampling", "residual")
+
+# --- tags and artifacts ------------------------------------------------------------------------
+TAG_SCENARIO, TAG_LOSS, TAG_SEED = "gantrack.scenario", "gantrack.loss", "gantrack.seed"
+TAG_SCHEDULE, TAG_BN_IN_G = "gantrack.schedule", "gantrack.d_bn_in_g_step"
+TAG_KIND, TAG_FAILURE, TAG_HASH = "gantrack.kind", "gantrack.failure", "gantrack.config_hash"
+PER_SAMPLE_ARTIFACT = "probes/per_sample.npz"  # float32 raw D scores (logits for BCE), one array per cell
