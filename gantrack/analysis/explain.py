@@ -1,23 +1,30 @@
 """Why does g swing while d_fake looks calm? A per-run decomposition with confidence intervals.
 
-DESIGN.md §1: both losses are functions of D(G(z)), but measured through different links, by
-different discriminators (D is updated in between), on different batches. The harness's 2×2
-probes evaluate both batches under both discriminators, so the ratio of standard deviations
-telescopes into factors, each a ratio of two probe series that differ in one thing only:
+docs/design.md §1: both losses are functions of D(G(z)), but measured through different links, by
+different discriminators (D is updated in between), in different BatchNorm contexts and on
+different batches. The harness's probe cells (``contract.CELLS``) evaluate the batches under both
+discriminators and contexts, so the ratio of standard deviations telescopes into factors, each a
+ratio of two probe series that differ in one thing only (``contract.FACTORS``):
 
     std(g) / std(d_fake)
-      = link      std(dbatch_before/g) / std(dbatch_before/d_fake)   same batch, same D, g- vs d-link
-      × timing    std(dbatch_after/g)  / std(dbatch_before/g)        same batch, D before vs after its update
-      × sampling  std(gbatch_after/g)  / std(dbatch_after/g)         same D, D's batch vs G's batch
+      = link      std(dbatch_before/g)      / std(dbatch_before/d_fake)   g- vs d-link
+      × context   std(dbatch_before_gctx/g) / std(dbatch_before/g)        D step's vs G step's BatchNorm context
+      × timing    std(dbatch_after/g)       / std(dbatch_before_gctx/g)   D before vs after its update
+      × sampling  std(gbatch_after/g)       / std(dbatch_after/g)         D's batch vs G's batch
       × residual  (1 when loss/g and loss/d_fake are the probe cells; otherwise a logging mismatch)
 
-``share`` is each factor's part of log(total ratio). The gain law predicts the link factor
-from the operating point p̄ = mean D(G(z)) on D's batch: |g'(p̄)| / |d_fake'(p̄)| ((1-p)/p for the
-book's loss, 1 for minimax and WGAN). For logit shifts common to the batch the law is exact with p̄
-the batch mean; per-sample noise and the curvature of the links (Jensen) make it approximate.
+``share`` is each factor's part of log(total ratio). Runs logged before the context cell existed
+get ``context`` missing and a ``timing`` that includes it (said in ``reason``).
 
-CIs: the circular block bootstrap of ``oscillation`` (block length from g's dominant period),
-resampling all probe series jointly (same indices), percentile intervals.
+The link is predicted two ways (``summary``): ``predicted_link_simple`` = |g'(p̄)| / |d_fake'(p̄)|
+at the operating point p̄ = mean D(G(z)) ((1-p̄)/p̄ for the book's loss) — exact only for logit
+moves common to the whole batch — and ``predicted_link``, the law of ``law.py`` from the per-sample
+probes (common shift, change of spread, their correlation). ``link_error`` = predicted/measured − 1
+with a block-bootstrap interval; ``law_verdict`` is "holds" when that interval lies inside ±15 %,
+"fails" when it lies outside, "undecided" when it straddles the line (too wide to tell).
+
+CIs: circular block bootstrap (block length from g's dominant period, ≥ 3 periods), all series
+resampled jointly (same indices), percentile intervals.
 """
 
 from __future__ import annotations
@@ -26,27 +33,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import contract as C
 from ..errors import GantrackError
 from ..losses import family as loss_family
+from . import law
 from .oscillation import Options, block_indices, pair_spectrum, period_and_block, prepare
 
-D_FAKE, G = "loss/d_fake", "loss/g"
-CELLS = {"dbatch_before/d_fake": "probe/dbatch_before/d_fake", "dbatch_before/g": "probe/dbatch_before/g",
-         "dbatch_after/g": "probe/dbatch_after/g", "gbatch_after/g": "probe/gbatch_after/g"}
-P_KEY = "probe/dbatch_before/p"
-FACTORS = {  # factor: (numerator series, denominator series)
-    "total": (G, D_FAKE),
-    "link": ("dbatch_before/g", "dbatch_before/d_fake"),
-    "timing": ("dbatch_after/g", "dbatch_before/g"),
-    "sampling": ("gbatch_after/g", "dbatch_after/g"),
-}
+TOLERANCE = 0.15  # |predicted/measured - 1| a law must stay within to "hold"
+SLOW_PERIOD = 16.0  # steps: the slow/fast band split of the frequency-resolved law
 
 
 def _family_of(runs: pd.DataFrame | None, run_id: str, default: str | None) -> str:
     if default:
         return default
-    if runs is not None and "tags.gantrack.loss" in runs.columns:
-        row = runs.loc[runs["run_id"] == run_id, "tags.gantrack.loss"]
+    col = f"tags.{C.TAG_LOSS}"
+    if runs is not None and col in runs.columns:
+        row = runs.loc[runs["run_id"] == run_id, col]
         if len(row) and isinstance(row.iloc[0], str):
             return row.iloc[0]
     return "nsgan"
@@ -58,7 +60,8 @@ def _gain(fam_name: str, p: np.ndarray) -> np.ndarray:
         return fam.gain(torch.as_tensor(np.asarray(p, dtype=np.float64))).numpy()
 
 
-def _implied(fam_name: str, d_fake: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def implied(fam_name: str, d_fake: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The D outputs that the batch losses imply (p̂ from d_fake, q̂ from g; see ``losses``)."""
     fam = loss_family(fam_name)
     with np.errstate(all="ignore"):
         return (fam.inv_d_fake(torch.as_tensor(d_fake, dtype=torch.float64)).numpy(),
@@ -70,16 +73,25 @@ def _ratio_std(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return num.std(axis=-1, ddof=1) / den.std(axis=-1, ddof=1)
 
 
+def _key(cell_stat: tuple[str, str]) -> str:
+    cell, stat = cell_stat
+    return stat if cell == "loss" else C.probe_key(cell, stat)
+
+
 def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame | None = None,
-            family: str | None = None, **options) -> dict[str, pd.DataFrame]:
-    """Tidy tables for one run: ``factors`` (factor, estimate, lo, hi, share, predicted),
+            family: str | None = None, per_sample: dict | None = None, **options) -> dict[str, pd.DataFrame]:
+    """Tidy tables for one run: ``factors`` (factor, estimate, lo, hi, share, predicted, reason),
     ``summary`` (one row), ``spectrum`` (coherence and transfer gain of g on d_fake by frequency).
 
-    ``metrics``: the long frame of ``load_runs`` (or a ``RunSet``); ``run_id`` may be omitted when
-    the frame holds one run; ``family``: the loss family (default: the run's ``gantrack.loss`` tag,
-    else nsgan). ``options``: as for ``oscillation`` (burn_in, n_boot, ci, seed, nperseg, ...).
+    ``metrics``: the long frame of ``load_runs`` or a ``RunSet`` (whose per-sample probes are then
+    read from MLflow); ``run_id`` may be omitted when the frame holds one run; ``family``: the loss
+    family (default: the run's ``gantrack.loss`` tag, else nsgan); ``per_sample``: the arrays of
+    ``gantrack.probes.read_per_sample`` (default: from the RunSet, if any). ``options``: as for
+    ``oscillation`` (burn_in, n_boot, ci, seed, nperseg, ...).
     """
+    runset = None
     if hasattr(metrics, "metrics"):
+        runset = metrics
         runs = metrics.runs if runs is None else runs
         metrics = metrics.metrics
     ids = metrics["run_id"].astype(str).unique()
@@ -90,118 +102,186 @@ def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame
     if run_id not in set(ids):
         raise GantrackError(f"run {run_id!r} is not in the metrics frame")
     opt = Options.of(**options)
+    per_sample_reason = ""
+    if per_sample is None and runset is not None and hasattr(runset, "per_sample"):
+        try:
+            per_sample = runset.per_sample(run_id)
+        except GantrackError as e:
+            per_sample_reason = str(e)
     with np.errstate(all="ignore"):
-        return _explain(metrics, run_id, runs, family, opt)
+        return _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason)
 
 
-def _explain(metrics, run_id, runs, family, opt) -> dict[str, pd.DataFrame]:
-    fam_name = _family_of(runs, run_id, family)
-    fam = loss_family(fam_name)
+# --- sections -------------------------------------------------------------------------------------
+
+def _aligned_series(metrics, run_id, opt):
+    """Every factor series of the run on the steps they all share (after burn-in)."""
     sub = metrics[metrics["run_id"].astype(str) == run_id]
-    keys = [D_FAKE, G, P_KEY, *CELLS.values()]
+    keys = sorted({_key(cs) for pair in C.FACTORS.values() for cs in pair} | {C.probe_key(c, "p") for c in C.CELLS})
     series, failed = prepare(sub, keys, opt)
     by = {s.key: s for s in series}
     missing = {f["key"]: f["reason"] for f in failed}
-    if D_FAKE not in by or G not in by:
-        bad = D_FAKE if D_FAKE not in by else G
-        raise GantrackError(f"run {run_id}: {bad} cannot be analysed ({missing.get(bad, 'missing')})")
-
-    # align every available series on the steps they share
-    avail = [k for k in keys if k in by]
-    common = by[D_FAKE].steps
-    for k in avail:
-        common = np.intersect1d(common, by[k].steps)
+    for need in (C.D_FAKE, C.G_LOSS):
+        if need not in by:
+            raise GantrackError(f"run {run_id}: {need} cannot be analysed ({missing.get(need, 'missing')})")
+    common = by[C.D_FAKE].steps
+    for s in by.values():
+        common = np.intersect1d(common, s.steps)
     if len(common) < opt.min_length:
         raise GantrackError(f"run {run_id}: only {len(common)} steps shared by d_fake and g")
-    raw = {k: by[k].raw[np.searchsorted(by[k].steps, common)] for k in avail}
-    data = {D_FAKE: raw[D_FAKE], G: raw[G]}
-    data.update({name: raw[key] for name, key in CELLS.items() if key in raw})
-    n, spacing = len(common), by[G].spacing
+    raw = {k: s.raw[np.searchsorted(s.steps, common)] for k, s in by.items()}
+    detrended = {k: s.x[np.searchsorted(s.steps, common)] for k, s in by.items() if k in (C.D_FAKE, C.G_LOSS)}
+    return common, raw, detrended, by[C.G_LOSS].spacing
 
-    g_detr = by[G].x[np.searchsorted(by[G].steps, common)]
-    period, b = period_and_block(g_detr, spacing, opt.nperseg)
+
+def _factor_table(raw: dict, idx: np.ndarray, alpha: float) -> pd.DataFrame:
+    rows = []
+    old_grid = C.probe_key("dbatch_before_gctx", "g") not in raw
+    for name in ("total", "link", "context", "timing", "sampling"):
+        num, den = (_key(cs) for cs in C.FACTORS[name])
+        reason = ""
+        if name == "timing" and old_grid:  # runs from before the context cell: timing includes context
+            den = C.probe_key("dbatch_before", "g")
+            reason = "includes BatchNorm context (run lacks probe/dbatch_before_gctx/g)"
+        if num in raw and den in raw:
+            boot = _ratio_std(raw[num][idx], raw[den][idx])
+            rows.append({"factor": name, "estimate": float(_ratio_std(raw[num], raw[den])),
+                         "lo": np.nanquantile(boot, alpha), "hi": np.nanquantile(boot, 1 - alpha), "reason": reason})
+        else:
+            lacking = ", ".join(k for k in (num, den) if k not in raw)
+            rows.append({"factor": name, "estimate": np.nan, "lo": np.nan, "hi": np.nan, "reason": f"run lacks {lacking}"})
+    f = pd.DataFrame(rows).set_index("factor")
+    parts = f.loc[["link", "context", "timing", "sampling"], "estimate"]
+    product = float(parts.fillna(1.0).prod()) if old_grid and parts.drop("context").notna().all() else float(parts.prod())
+    total = f.loc["total", "estimate"]
+    f.loc["residual"] = {"estimate": total / product if np.isfinite(product) else np.nan, "lo": np.nan,
+                         "hi": np.nan, "reason": "" if np.isfinite(product) else "needs all probe cells"}
+    log_total = np.log(total)
+    f["share"] = np.log(f["estimate"]) / log_total if abs(log_total) > 1e-3 else np.nan
+    return f.reset_index()
+
+
+def _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing) -> dict:
+    """The laws of ``law.py`` beside the measured link and total ratio, with bootstrap errors, per band."""
+    steps = per_sample["steps"]
+    lacking = [c for c in ("dbatch_before", "gbatch_after") if c not in per_sample]
+    if lacking:
+        return {"law_reason": f"per-sample probes lack {', '.join(lacking)}"}
+    keep = np.isin(steps, common)
+    if keep.sum() < len(common):  # the law must see the same steps as the measurement
+        return {"law_reason": f"per-sample probes cover {int(keep.sum())} of the {len(common)} analysed steps"}
+    order = np.argsort(steps[keep])
+    m_d = law.moments(fam, per_sample["dbatch_before"][keep][order])
+    m_g = law.moments(fam, per_sample["gbatch_after"][keep][order])
+    d, g = raw[C.probe_key("dbatch_before", "d_fake")], raw[C.probe_key("dbatch_before", "g")]
+    total_d, total_g = raw[C.D_FAKE], raw[C.G_LOSS]
+    # the law: each batch's scores as a Gaussian of mean μ_t and sd s_t, the links applied to it
+    law_d, law_g = law.gaussian_losses(fam, m_d["mu"], m_d["s"])
+    _, law_g_total = law.gaussian_losses(fam, m_g["mu"], m_g["s"])
+    out = {}
+
+    def compare(name, pred_num, pred_den, num, den):
+        pred, meas = _ratio_std(pred_num, pred_den), _ratio_std(num, den)
+        boot = _ratio_std(pred_num[idx], pred_den[idx]) / _ratio_std(num[idx], den[idx]) - 1
+        out[f"predicted_{name}"] = float(pred)
+        out[f"{name}_error"] = float(pred / meas - 1)
+        out[f"{name}_error_lo"], out[f"{name}_error_hi"] = np.nanquantile(boot, alpha), np.nanquantile(boot, 1 - alpha)
+
+    compare("link", law_g, law_d, g, d)
+    compare("ratio", law_g_total, law_d, total_g, total_d)
+    # what carries it: the common shift alone (spread frozen at its mean) and the spread alone
+    shift_d, shift_g = law.gaussian_losses(fam, m_d["mu"], np.full_like(m_d["s"], m_d["s"].mean()))
+    spread_d, spread_g = law.gaussian_losses(fam, np.full_like(m_d["mu"], m_d["mu"].mean()), m_d["s"])
+    out["predicted_link_shift_only"] = float(_ratio_std(shift_g, shift_d))
+    out["predicted_link_spread_only"] = float(_ratio_std(spread_g, spread_d))
+    # the first-order version: a few named numbers (operating point, spread sensitivity, variances)
+    terms = law.law_terms(m_d, m_d)
+    out["predicted_link_linear"] = float(terms["predicted"])
+    out["link_linear_error"] = out["predicted_link_linear"] / float(_ratio_std(g, d)) - 1
+    for k in ("a_mu", "a_s", "b_mu", "b_s", "sd_mu", "sd_s", "corr_mu_s", "g_share_shift", "g_share_spread",
+              "g_share_cov"):
+        out[f"law_{k}"] = float(terms[k])
+    # frequency-resolved: the same law and the same measurement in the slow and fast bands
+    for band, pick in (("slow", 0), ("fast", 1)):
+        split = {k: law.band_split(v, SLOW_PERIOD, spacing)[pick] for k, v in
+                 (("d", d), ("g", g), ("law_d", law_d), ("law_g", law_g))}
+        out[f"link_{band}"] = float(_ratio_std(split["g"], split["d"]))
+        out[f"predicted_link_{band}"] = float(_ratio_std(split["law_g"], split["law_d"]))
+    lo, hi = out["link_error_lo"], out["link_error_hi"]
+    out["law_verdict"] = ("holds" if -TOLERANCE <= lo and hi <= TOLERANCE else
+                          "fails" if lo > TOLERANCE or hi < -TOLERANCE else "undecided")
+    out["law_reason"] = "" if out["law_verdict"] == "holds" else _why_not(out, fam.name)
+    return out
+
+
+def _why_not(s: dict, fam_name: str) -> str:
+    """Which measured quantity shows why the law misses (or cannot be decided)."""
+    err = s["link_error"]
+    if s["law_verdict"] == "undecided":
+        return (f"error {100 * err:+.0f} % with interval [{100 * s['link_error_lo']:+.0f}, "
+                f"{100 * s['link_error_hi']:+.0f}] %: too wide to decide at ±{100 * TOLERANCE:.0f} %")
+    if fam_name == "hinge" and s["law_a_mu"] < 0.9:
+        return (f"{100 * (1 - s['law_a_mu']):.0f} % of the fakes sit on hinge's flat side (c < -1), where d_fake "
+                "does not move: the score distribution is cut at the kink, not Gaussian")
+    return ("the shape of the score distribution changes, not only its mean and spread (a few confidently "
+            f"rejected samples, skew): the Gaussian law misses by {100 * err:+.0f} %")
+
+
+def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) -> dict[str, pd.DataFrame]:
+    fam_name = _family_of(runs, run_id, family)
+    fam = loss_family(fam_name)
+    common, raw, detrended, spacing = _aligned_series(metrics, run_id, opt)
+    n = len(common)
+    period, b = period_and_block(detrended[C.G_LOSS], spacing, opt.nperseg)
     idx = block_indices(n, b, opt.n_boot, np.random.default_rng(opt.seed))
     alpha = (1 - opt.ci) / 2
+    factors = _factor_table(raw, idx, alpha)
+    est = factors.set_index("factor")
 
-    rows = []
-    total = _ratio_std(data[G], data[D_FAKE])
-    for name, (num, den) in FACTORS.items():
-        if num in data and den in data:
-            est = float(_ratio_std(data[num], data[den]))
-            boot = _ratio_std(data[num][idx], data[den][idx])
-            rows.append({"factor": name, "estimate": est, "lo": np.nanquantile(boot, alpha),
-                         "hi": np.nanquantile(boot, 1 - alpha), "reason": ""})
-        else:
-            lacking = ", ".join(CELLS[k] for k in (num, den) if k not in data)
-            rows.append({"factor": name, "estimate": np.nan, "lo": np.nan, "hi": np.nan,
-                         "reason": f"run lacks {lacking}"})
-    factors = pd.DataFrame(rows)
-    est = dict(zip(factors["factor"], factors["estimate"]))
-    product = est["link"] * est["timing"] * est["sampling"]
-    factors = pd.concat([factors, pd.DataFrame([{"factor": "residual", "estimate": total / product,
-                                                 "lo": np.nan, "hi": np.nan,
-                                                 "reason": "" if np.isfinite(product) else "needs all probe cells"}])],
-                        ignore_index=True)
-    with np.errstate(all="ignore"):
-        log_total = np.log(total)
-        factors["share"] = np.where(factors["factor"] == "total", 1.0,
-                                    np.log(factors["estimate"]) / log_total if abs(log_total) > 1e-3 else np.nan)
-
-    # the gain law at the operating point (mean D output on D's fake batch)
-    if P_KEY in raw:
-        p = raw[P_KEY]
-        p_bar = float(p.mean())
-        predicted = float(_gain(fam_name, np.array([p_bar]))[0])
-        pred_boot = _gain(fam_name, p[idx].mean(axis=1))
-        pred_lo, pred_hi = np.nanquantile(pred_boot, alpha), np.nanquantile(pred_boot, 1 - alpha)
-        # the links applied to the path p̄_t (the operating point moves; the spread within a batch is ignored)
-        fam_t = torch.as_tensor(p, dtype=torch.float64)
-        predicted_path = float(_ratio_std(fam.g(fam_t).numpy(), fam.d_fake(fam_t).numpy()))
+    # the simple law at the operating point (mean D output on D's fake batch)
+    p_key = C.probe_key("dbatch_before", "p")
+    p_bar = float(raw[p_key].mean()) if p_key in raw else np.nan
+    simple = float(_gain(fam_name, np.array([p_bar]))[0]) if p_key in raw else np.nan
+    if per_sample is not None:
+        lawed = _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing)
     else:
-        p_bar = predicted = pred_lo = pred_hi = predicted_path = np.nan
-    factors["predicted"] = np.where(factors["factor"] == "link", predicted, np.nan)
-    link = factors.set_index("factor").loc["link"]
-    holds = bool(link["lo"] <= predicted <= link["hi"]) if np.isfinite(predicted) and np.isfinite(link["lo"]) else None
+        lawed = {"law_reason": per_sample_reason or "no per-sample probes (run logged without them, or not a RunSet)"}
+    if "predicted_link" not in lawed:
+        lawed["law_verdict"] = "unavailable"
+    factors["predicted"] = np.where(factors["factor"] == "link", lawed.get("predicted_link", np.nan), np.nan)
+    factors["predicted_simple"] = np.where(factors["factor"] == "link", simple, np.nan)
+    factors = factors[factors["factor"] != "total"].reset_index(drop=True)
 
-    # implied probability: both curves mapped back to the D output they imply
-    p_hat, q_hat = _implied(fam_name, data[D_FAKE], data[G])
-    imp_ratio = float(_ratio_std(q_hat, p_hat))
+    p_hat, q_hat = implied(fam_name, raw[C.D_FAKE], raw[C.G_LOSS])
     imp_boot = _ratio_std(q_hat[idx], p_hat[idx])
-
-    # frequency view: coherence and transfer gain of g relative to d_fake
-    spec = pair_spectrum(by[D_FAKE].x[np.searchsorted(by[D_FAKE].steps, common)], g_detr, spacing, opt.nperseg)
-    spec["predicted_gain"] = predicted
+    spec = pair_spectrum(detrended[C.D_FAKE], detrended[C.G_LOSS], spacing, opt.nperseg)
+    spec["predicted_gain"] = lawed.get("predicted_link", simple)
     coherent = spec["coherence"].iloc[1:] > 0.5
-    summary = pd.DataFrame([{
-        "run_id": run_id, "family": fam_name, "n": n, "block_length": b * spacing,
-        "ratio": float(total), "ratio_lo": est_ci(factors, "total", "lo"), "ratio_hi": est_ci(factors, "total", "hi"),
-        "link": est["link"], "link_lo": est_ci(factors, "link", "lo"), "link_hi": est_ci(factors, "link", "hi"),
-        "timing": est["timing"], "timing_lo": est_ci(factors, "timing", "lo"),
-        "timing_hi": est_ci(factors, "timing", "hi"),
-        "sampling": est["sampling"], "sampling_lo": est_ci(factors, "sampling", "lo"),
-        "sampling_hi": est_ci(factors, "sampling", "hi"),
-        "residual": float(total / product) if np.isfinite(product) else np.nan,
-        "p_bar": p_bar, "predicted_link": predicted, "predicted_link_lo": pred_lo, "predicted_link_hi": pred_hi,
-        "predicted_link_path": predicted_path,
-        "gain_law_holds": holds,
-        "corr": float(np.corrcoef(data[D_FAKE], data[G])[0, 1]),
-        "implied_p_mean": float(np.nanmean(p_hat)), "implied_q_mean": float(np.nanmean(q_hat)),
-        "implied_p_std": float(np.nanstd(p_hat, ddof=1)), "implied_q_std": float(np.nanstd(q_hat, ddof=1)),
-        "implied_ratio": imp_ratio, "implied_ratio_lo": np.nanquantile(imp_boot, alpha),
-        "implied_ratio_hi": np.nanquantile(imp_boot, 1 - alpha),
-        "coherence_mean": float(spec["coherence"].iloc[1:].mean()),
-        "coherent_fraction": float(coherent.mean()),
-        "transfer_gain_coherent": float(spec["transfer_gain"].iloc[1:][coherent].median()) if coherent.any() else np.nan,
-        "g_period": period * spacing,
-        "missing_probes": ", ".join(v for v in CELLS.values() if v not in raw),
-    }])
+
+    def ci(name):
+        return {name: est.loc[name, "estimate"], f"{name}_lo": est.loc[name, "lo"], f"{name}_hi": est.loc[name, "hi"]}
+
+    levels = {f"p_{cell}": float(raw[C.probe_key(cell, "p")].mean()) if C.probe_key(cell, "p") in raw else np.nan
+              for cell in ("dbatch_before", "dbatch_before_gctx", "dbatch_after", "gbatch_after")}
+    row = {"run_id": run_id, "family": fam_name, "n": n, "block_length": b * spacing,
+           "ratio": est.loc["total", "estimate"], "ratio_lo": est.loc["total", "lo"], "ratio_hi": est.loc["total", "hi"],
+           **ci("link"), **ci("context"), **ci("timing"), **ci("sampling"),
+           "residual": est.loc["residual", "estimate"], "p_bar": p_bar, "predicted_link_simple": simple,
+           "predicted_link": np.nan, "predicted_ratio": np.nan, "link_error": np.nan, "link_error_lo": np.nan,
+           "link_error_hi": np.nan, **lawed, **levels,
+           "corr": float(np.corrcoef(raw[C.D_FAKE], raw[C.G_LOSS])[0, 1]),
+           "implied_p_mean": float(np.nanmean(p_hat)), "implied_q_mean": float(np.nanmean(q_hat)),
+           "implied_p_std": float(np.nanstd(p_hat, ddof=1)), "implied_q_std": float(np.nanstd(q_hat, ddof=1)),
+           "implied_ratio": float(_ratio_std(q_hat, p_hat)), "implied_ratio_lo": np.nanquantile(imp_boot, alpha),
+           "implied_ratio_hi": np.nanquantile(imp_boot, 1 - alpha),
+           "coherence_mean": float(spec["coherence"].iloc[1:].mean()), "coherent_fraction": float(coherent.mean()),
+           "transfer_gain_coherent": float(spec["transfer_gain"].iloc[1:][coherent].median()) if coherent.any() else np.nan,
+           "g_period": period * spacing,
+           "missing_probes": ", ".join(k for k in sorted({_key(cs) for pair in C.FACTORS.values() for cs in pair})
+                                       if k not in raw)}
     spec.insert(0, "run_id", run_id)
     factors.insert(0, "run_id", run_id)
-    return {"factors": factors, "summary": summary, "spectrum": spec}
-
-
-def est_ci(factors: pd.DataFrame, name: str, col: str) -> float:
-    return float(factors.loc[factors["factor"] == name, col].iloc[0])
+    return {"factors": factors, "summary": pd.DataFrame([row]), "spectrum": spec}
 
 
 def explain_experiment(runset, family: str | None = None, progress: bool = True, **options) -> pd.DataFrame:
@@ -212,12 +292,12 @@ def explain_experiment(runset, family: str | None = None, progress: bool = True,
     ids = runset.runs["run_id"].tolist() if len(runset.runs) else []
     for run_id in tqdm(ids, disable=not progress or len(ids) < 5, desc="explaining", unit="run"):
         try:
-            rows.append(explain(runset.metrics, run_id, runset.runs, family, **options)["summary"].assign(reason=""))
+            rows.append(explain(runset, run_id, family=family, **options)["summary"].assign(reason=""))
         except GantrackError as e:
             rows.append(pd.DataFrame([{"run_id": run_id, "reason": str(e)}]))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run_id", "reason"])
-    meta = [c for c in ("name", "tags.gantrack.scenario", "tags.gantrack.loss", "tags.gantrack.seed")
+    meta = [c for c in ("name", f"tags.{C.TAG_SCENARIO}", f"tags.{C.TAG_LOSS}", f"tags.{C.TAG_SEED}")
             if c in runset.runs.columns]
-    info = runset.runs[["run_id", *meta]].rename(columns={"tags.gantrack.scenario": "scenario",
-                                                         "tags.gantrack.loss": "loss", "tags.gantrack.seed": "seed"})
+    info = runset.runs[["run_id", *meta]].rename(columns={f"tags.{C.TAG_SCENARIO}": "scenario",
+                                                         f"tags.{C.TAG_LOSS}": "loss", f"tags.{C.TAG_SEED}": "seed"})
     return info.merge(out, on="run_id", how="right")

@@ -50,6 +50,49 @@ class RunSet:
 
     runs: pd.DataFrame  # one row per run: run_id, name, status, start/end, params.*, tags.*
     metrics: pd.DataFrame  # long form: run_id, key, step, timestamp, value
+    tracking_uri: str | None = None  # where the runs live (for their artifacts)
+    cache_dir: Path | None = None
+
+    def per_sample(self, run_id: str) -> dict[str, np.ndarray]:
+        """The run's per-sample probes (``gantrack.probes``): ``steps`` and one (steps, batch) float32
+        array of raw D scores per probe cell. Cached beside the metrics for finished runs.
+
+        Raises ``GantrackError`` with a one-line reason when the run has none or the file is bad.
+        """
+        from ..contract import PER_SAMPLE_ARTIFACT
+        from ..probes import read_per_sample
+
+        if self.tracking_uri is None:
+            raise GantrackError("this RunSet was not loaded from MLflow: pass per_sample= explicitly")
+        row = self.runs.loc[self.runs["run_id"] == run_id]
+        status = row["status"].iloc[0] if len(row) and "status" in row else ""
+        cache = (self.cache_dir or default_cache_dir()) / "per_sample" / f"{run_id}.npz"
+        if status in TERMINAL and cache.is_file():
+            return read_per_sample(cache)
+        mlclient = make_client(self.tracking_uri)
+        folder, name = PER_SAMPLE_ARTIFACT.rsplit("/", 1)
+        try:
+            listed = {a.path for a in mlclient.list_artifacts(run_id, folder)}
+        except Exception as e:
+            raise GantrackError(f"cannot list artifacts of run {run_id}: {str(e).splitlines()[0]}") from None
+        if PER_SAMPLE_ARTIFACT not in listed:
+            raise GantrackError("no per-sample probes in this run (logged before they existed, with "
+                                "per_sample_probes=false, or by another tool)")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gantrack-ps-") as tmp:
+            try:
+                local = mlclient.download_artifacts(run_id, PER_SAMPLE_ARTIFACT, tmp)
+            except Exception as e:
+                raise GantrackError(f"cannot download {PER_SAMPLE_ARTIFACT}: {str(e).splitlines()[0]}") from None
+            data = Path(local).read_bytes()
+        arrays = read_per_sample(data)  # validates before anything is cached
+        if status in TERMINAL:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp_path = cache.with_suffix(f".tmp{os.getpid()}")
+            tmp_path.write_bytes(data)
+            os.replace(tmp_path, cache)
+        return arrays
 
     def wide(self, run_id: str | None = None, key: str | None = None) -> pd.DataFrame:
         """One run as step × key, or one key as step × run_id (latest row per step)."""
@@ -399,4 +442,4 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
     if wanted is not None:
         metrics = metrics[metrics["key"].isin(wanted)].reset_index(drop=True)
         metrics["key"] = metrics["key"].cat.remove_unused_categories()
-    return RunSet(runs=_runs_frame(runs), metrics=metrics)
+    return RunSet(runs=_runs_frame(runs), metrics=metrics, tracking_uri=uri, cache_dir=cache_root)
