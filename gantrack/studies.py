@@ -136,8 +136,10 @@ def study_arguments(description: str, seeds: str, experiment: str):
 
 
 def summarise_families(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per family: measured link vs gain-law prediction (median over runs) and how often it holds."""
+    """Per family: measured link vs the law and the simple law (medians over runs), and how often the law holds."""
     s = summary[summary["reason"] == ""]
     return s.groupby("family").agg(runs=("run_id", "size"), p_bar=("p_bar", "median"),
+                                   predicted_link_simple=("predicted_link_simple", "median"),
                                    predicted_link=("predicted_link", "median"), link=("link", "median"),
-                                   holds=("gain_law_holds", lambda x: int(np.nansum(x.astype(float))))).reset_index()
+                                   link_error=("link_error", "median"),
+                                   holds=("law_verdict", lambda x: int((x == "holds").sum()))).reset_index()

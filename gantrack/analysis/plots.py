@@ -81,35 +81,61 @@ def run_panels(wide: pd.DataFrame, spectrum: pd.DataFrame, title: str, implied: 
     return fig
 
 
+def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) -> plt.Figure:
+    """The question in one figure: d_fake and g as the book plots them, beside the same two curves
+    mapped back to the D(G(z)) they imply (p̂ from d_fake, q̂ from g)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    steps = wide.index.to_numpy()
+    for key, label in (("loss/d_fake", "d_fake = -log(1 - D(G(z)))"), ("loss/g", "g = -log D(G(z))")):
+        if key in wide:
+            axes[0].plot(steps, wide[key], lw=0.8, color=COLORS[key], label=label)
+    axes[0].set(title="losses, as the book plots them", xlabel="step")
+    axes[0].legend(fontsize=8)
+    if implied_curves is not None:
+        s, p_hat, q_hat = implied_curves
+        axes[1].plot(s, p_hat, lw=0.8, color=COLORS["loss/d_fake"], label="p̂ from d_fake (D's batch, before its update)")
+        axes[1].plot(s, q_hat, lw=0.8, color=COLORS["loss/g"], label="q̂ from g (G's batch, after)")
+        axes[1].set_ylim(0, 1)
+        axes[1].legend(fontsize=8)
+    axes[1].set(title="the same curves in probability space", xlabel="step", ylabel="implied D(G(z))")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def predicted_vs_measured(summary: pd.DataFrame) -> plt.Figure:
-    """Gain-law prediction against the measured link factor, one point per run, with CIs."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    s = summary.dropna(subset=["link", "predicted_link"])
-    hue = s["loss"] if "loss" in s else None
-    sns.scatterplot(data=s, x="predicted_link", y="link", hue=hue, style=s.get("scenario"), ax=ax, s=50)
-    ax.errorbar(s["predicted_link"], s["link"], yerr=[s["link"] - s["link_lo"], s["link_hi"] - s["link"]],
-                fmt="none", ecolor="gray", lw=0.8, zorder=0)
-    vals = np.r_[s["link_lo"], s["link_hi"], s["predicted_link"]]
+    """The law (and the simple (1-p̄)/p̄ baseline) against the measured link factor, one point per run."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    s = summary.dropna(subset=["link"])
+    yerr = [s["link"] - s["link_lo"], s["link_hi"] - s["link"]]
+    for col, marker, name in (("predicted_link_simple", "x", "simple law (1-p̄)/p̄"),
+                              ("predicted_link", "o", "law (per-sample scores)")):
+        if col in s and s[col].notna().any():
+            ax.errorbar(s[col], s["link"], yerr=yerr, fmt=marker, ms=6, lw=0.6, capsize=2, label=name)
+    vals = np.r_[s["link_lo"], s["link_hi"], s.get("predicted_link", pd.Series(dtype=float)),
+                 s.get("predicted_link_simple", pd.Series(dtype=float))].astype(float)
     vals = vals[np.isfinite(vals) & (vals > 0)]
     lim = [min(0.5, vals.min() / 1.5) if len(vals) else 0.5, max(2.0, vals.max() * 1.5) if len(vals) else 2.0]
     ax.plot(lim, lim, "k--", lw=0.8, label="measured = predicted")
+    ax.fill_between(lim, [v / 1.15 for v in lim], [v * 1.15 for v in lim], color="gray", alpha=0.15, label="±15 %")
     ax.set_xscale("log")  # gains span orders of magnitude once D(G(z)) saturates
     ax.set_yscale("log")
-    ax.set(xlim=lim, ylim=lim, xlabel="predicted link gain |g'(p̄)| / |d_fake'(p̄)|",
-           ylabel="measured link factor (95% CI)", title="gain law: predicted vs measured")
-    ax.legend(fontsize=7)
+    ax.set(xlim=lim, ylim=lim, xlabel="predicted link", ylabel="measured link factor (95% CI)",
+           title="link: predicted vs measured")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
 
 def factor_bars(factors: pd.DataFrame) -> plt.Figure:
-    """Decomposition factors per run (tidy: run label, factor, estimate, lo, hi)."""
-    f = factors[factors["factor"].isin(["total", "link", "timing", "sampling"])].copy()
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * f["label"].nunique() + 4), 4))
+    """Decomposition factors per run (tidy: run label, factor, estimate)."""
+    f = factors[factors["factor"].isin(["link", "context", "timing", "sampling"])].dropna(subset=["estimate"])
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.5 * f["label"].nunique() + 4)), 4))
     sns.barplot(data=f, x="label", y="estimate", hue="factor", ax=ax)
     ax.axhline(1, color="k", lw=0.6)
     ax.set_yscale("log")  # factors multiply: equal distances above and below 1 mean equal effects
-    ax.set(xlabel="", ylabel="std ratio (log scale)", title="std(g)/std(d_fake) = link × timing × sampling")
+    ax.set(xlabel="", ylabel="std ratio (log scale)",
+           title="std(g)/std(d_fake) = link × context × timing × sampling")
     ax.tick_params(axis="x", rotation=60, labelsize=7)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     fig.tight_layout()

@@ -20,13 +20,14 @@ import pandas as pd
 
 from ..errors import GantrackError
 from . import plots
-from .explain import explain
+from .. import contract as C
+from .explain import explain, implied
 from .oscillation import log_oscillation, oscillation
 from .runs import RunSet, load_runs
 
-LOSS_KEYS = ["loss/d_real", "loss/d_fake", "loss/g"]
-EXPLAIN_METRICS = ["ratio", "link", "link_lo", "link_hi", "timing", "sampling", "residual", "p_bar",
-                   "predicted_link", "implied_ratio", "coherence_mean", "corr", "g_period"]
+EXPLAIN_METRICS = ["ratio", "link", "link_lo", "link_hi", "context", "timing", "sampling", "residual", "p_bar",
+                   "predicted_link", "predicted_link_simple", "predicted_ratio", "link_error", "link_error_lo",
+                   "link_error_hi", "implied_ratio", "coherence_mean", "corr", "g_period"]
 
 
 @dataclass
@@ -66,83 +67,136 @@ def _ci(row, name) -> str:
     return f"{_fmt(row[name])} [{_fmt(row[name + '_lo'])}, {_fmt(row[name + '_hi'])}]"
 
 
+FACTOR_ORDER = ("link", "context", "timing", "sampling")
+SCENARIO_ORDER = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
+
+
+def correlation_words(r: float) -> str:
+    """How a correlation reads: |r| < 0.2 uncorrelated, < 0.5 weakly, else plainly (anti)correlated."""
+    if not np.isfinite(r) or abs(r) < 0.2:
+        return "uncorrelated"
+    sign = "negatively" if r < 0 else "positively"
+    return f"weakly {sign} correlated" if abs(r) < 0.5 else f"{sign} correlated"
+
+
+def _groups(s: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Runs grouped by scenario (and family where several), the question's scenario (stable) first."""
+    scen = s["scenario"].fillna("").astype(str) if "scenario" in s else pd.Series("", index=s.index)
+    several = scen.nunique() > 1 and (scen != "").any()
+    fams = s["family"].nunique() > 1
+    label = (scen + (" / " + s["family"] if fams else "")) if several else s["family"]
+    rank = scen.map(lambda x: SCENARIO_ORDER.index(x) if x in SCENARIO_ORDER else len(SCENARIO_ORDER))
+    s = s.assign(group=label, _rank=rank).sort_values(["_rank", "group"], kind="stable")
+    return [(g, d.drop(columns=["_rank"])) for g, d in s.groupby("group", sort=False)]
+
+
+def _pct(x: float) -> str:
+    if not np.isfinite(x):
+        return "—"
+    return f"{100 * x:+.1f} %" if abs(x) < 0.1 else f"{100 * x:+.0f} %"
+
+
+def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
+    """Which factors carry the ratio (medians): every factor that moves it by more than 1.5×, largest
+    first, each with its cause; a pair that pulls in opposite directions is named as cancelling."""
+    med = {f: g[f].median() for f in FACTOR_ORDER if f in g and g[f].notna().any()}
+    if "link" not in med:
+        return ("The runs lack the probe cells that split the ratio (train with probes on: "
+                "`gantrack train` logs them by default).")
+    parts = ", ".join(f"{f} ×{v:.2f}" for f, v in med.items())
+    big = sorted((f for f in med if abs(np.log(med[f])) > np.log(1.5)), key=lambda f: -abs(np.log(med[f])))
+    text = f"Factors (medians): {parts}."
+    if not big:
+        return text + " No factor moves the ratio by more than 1.5×."
+    ups = [f for f in big if med[f] > 1]
+    downs = [f for f in big if med[f] < 1]
+    if ups and downs:
+        text += (f" **{ups[0]}** (×{med[ups[0]]:.2f}) and **{downs[0]}** (×{med[downs[0]]:.2f}) pull in opposite "
+                 "directions and largely cancel.")
+    for f in big:
+        text += f" **{f}**: {_cause(f, g, med)}."
+    return text
+
+
+def _cause(factor: str, g: pd.DataFrame, med: dict) -> str:
+    if factor == "link":
+        fam = g["family"].iloc[0]
+        steeper = ("g's -log p is the steeper link below p = 1/2" if fam == "nsgan" and med["link"] > 1
+                   else "d_fake's link is the steeper one here" if med["link"] < 1 else "the family's links")
+        return (f"at the operating point p̄ = {g['p_bar'].median():.3f} the same move of D(G(z)) moves g "
+                f"{med['link']:.2f}× as far as d_fake ({steeper})")
+    if factor == "context":
+        a, b = g["p_dbatch_before"].median(), g["p_dbatch_before_gctx"].median()
+        schedule = g["schedule"].iloc[0] if "schedule" in g else ""
+        where = ("inside D's mixed real+fake batch" if schedule == "joint" else "in D's own step")
+        return (f"the same D, before its update, gives the same fakes p̄ = {a:.4f} {where} and p̄ = {b:.4f} in the "
+                "generator step's all-fake batch: BatchNorm batch statistics, not D's update, decide what g sees")
+    if factor == "timing":
+        return (f"D's update between the two measurements changes what g sees (×{med['timing']:.2f} on the same "
+                "batch in the same BatchNorm context)")
+    return (f"d_fake and g are measured on different batches (×{med['sampling']:.2f} under the same D): new z, "
+            "64 vs 128 fakes")
+
+
+def _law_sentence(g: pd.DataFrame) -> str:
+    have = g.dropna(subset=["predicted_link", "link_error"]) if "predicted_link" in g else g.iloc[0:0]
+    simple = g["predicted_link_simple"].median() if "predicted_link_simple" in g else np.nan
+    if have.empty:
+        reasons = sorted(set(g.get("law_reason", pd.Series(dtype=str)).dropna().astype(str)) - {""})
+        return (f"The simple law (1-p̄)/p̄-type gain predicts a link of {_fmt(simple)} against a measured "
+                f"{_fmt(g['link'].median())}; the per-sample law needs per-sample probes"
+                + (f" ({reasons[0]})" if reasons else "") + ".")
+    verdicts = have["law_verdict"].value_counts()
+    tally = ", ".join(f"{n} {v}" for v, n in verdicts.items())
+    simple_err = (have["predicted_link_simple"] / have["link"] - 1).median()
+    text = (f"The law — each batch's scores a Gaussian whose mean (common shift) and spread move, the two links "
+            f"applied to it — predicts a link of {have['predicted_link'].median():.2f} against a measured "
+            f"{have['link'].median():.2f}: error {_pct(have['link_error'].median())} (median; verdict at ±15 %: "
+            f"{tally}); for the whole ratio {_pct(have['ratio_error'].median())}. The simple law at p̄ "
+            f"({simple:.2f}) misses by {_pct(simple_err)}")
+    shift = have["predicted_link_shift_only"].median()
+    spread = have["predicted_link_spread_only"].median()
+    if np.isfinite(shift):
+        text += (f"; the common shift alone (spread frozen) gives {shift:.2f} and the spread alone {spread:.2f}, so "
+                 + ("the moving operating point of a common shift carries the link — the gain (1-p)/p is largest "
+                    "where D(G(z)) dips, and that is where the moves happen"
+                    if abs(shift / have["link"].median() - 1) < 0.15 else
+                    "changes of spread (which move d_fake and g the same way) matter as much as the shift"))
+    return text + "."
+
+
 def answer(summary: pd.DataFrame) -> list[str]:
-    """Plain-language findings, each sentence computed from this experiment's numbers."""
+    """Plain-language findings, each sentence computed from this experiment's numbers; the
+    question's scenario (stable) first."""
     s = summary[summary["reason"] == ""]
     if s.empty:
         return ["No run of this experiment logged both loss/d_fake and loss/g: nothing to explain."]
     out = []
-    s = s.assign(group=s["scenario"].fillna("").astype(str) + " / " + s["family"]
-                 if "scenario" in s and s["scenario"].notna().any() and s["scenario"].nunique() > 1 else s["family"])
-    for group, g in s.groupby("group", sort=False):
-        fam = g["family"].iloc[0]
+    for group, g in _groups(s):
         n = len(g)
         ratio = g["ratio"].median()
         calm = "swings more than" if ratio > 1.1 else ("moves less than" if ratio < 0.9 else "moves about as much as")
-        out.append(f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — median std(g)/std(d_fake) = "
-                   f"{ratio:.2f} (range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
-                   f"{'negatively' if g['corr'].median() < 0 else 'positively'} correlated "
-                   f"(median r = {g['corr'].median():.2f}).")
-        have = g.dropna(subset=["link", "timing", "sampling"])
-        if len(have):
-            parts = []
-            for f in ("link", "timing", "sampling"):
-                parts.append(f"{f} ×{have[f].median():.2f}")
-            biggest = max(("link", "timing", "sampling"), key=lambda f: abs(np.log(have[f].median())))
-            med = {f: have[f].median() for f in ("link", "timing", "sampling")}
-            if biggest == "link":
-                why = (f"at this operating point the same move of D(G(z)) moves g {med['link']:.2f}× as far as "
-                       "d_fake (" + ("g's -log p is the steeper link below p = 1/2" if fam == "nsgan" and med["link"] > 1
-                                     else "d_fake's link is the steeper one here" if med["link"] < 1
-                                     else "the family's links") + ")")
-            elif biggest == "timing":
-                why = (f"D's update between the two measurements changes what g sees (×{med['timing']:.2f} "
-                       "on the same batch)")
-            else:
-                why = (f"the different batches (and batch statistics) of d_fake and g change the spread "
-                       f"(×{med['sampling']:.2f} under the same D)")
-            out.append(f"Decomposition (medians): {', '.join(parts)}; the largest factor is **{biggest}**: {why}.")
-        pred = g.dropna(subset=["predicted_link", "link_lo"])
-        if len(pred):
-            holds = pred["gain_law_holds"].astype(bool)
-            out.append(f"Gain law: at the operating point p̄ = {pred['p_bar'].median():.3f} it predicts a link gain of "
-                       f"{pred['predicted_link'].median():.2f}; the measured link factor is "
-                       f"{pred['link'].median():.2f}. The prediction lies inside the measured 95% CI in "
-                       f"{int(holds.sum())} of {len(pred)} runs. Applying the links to the whole path of the batch "
-                       f"mean p̄_t instead of its average predicts {pred['predicted_link_path'].median():.2f}: the "
-                       "rest is the spread of D(G(z)) within each batch.")
-            failed = pred[~holds]
-            for _, r in failed.iterrows():
-                why = []
-                if fam == "hinge":
-                    why.append("d_fake = relu(1 + c) is flat for fakes the critic scores below -1, so the batch's "
-                               "d_fake moves less than g = -c (the law assumes every sample on the sloped side)")
-                elif fam in ("nsgan", "minimax") and (r["p_bar"] < 0.02 or r["p_bar"] > 0.98):
-                    why.append("D(G(z)) is saturated, so the Keras clip (1e-7) and the steep ends of the logs "
-                               "make the first-order law meaningless")
-                elif r["link"] > r["predicted_link"]:
-                    why.append("the measured gain exceeds the first-order prediction: the spread of D(G(z)) within a "
-                               "batch and across steps is large, so the convexity of -log (Jensen) amplifies g's swings")
-                else:
-                    why.append("the measured gain is below the prediction: fluctuations are not common shifts of "
-                               "the batch (per-sample noise dominates)")
-                out.append(f"- {r['label']}: predicted {r['predicted_link']:.2f}, measured {_ci(r, 'link')} — "
-                           f"{'; '.join(why)}.")
-        imp = g.dropna(subset=["implied_ratio"])
-        if len(imp) and fam in ("nsgan", "minimax"):
-            ir = imp["implied_ratio"].median()
-            verdict = ("the curves oscillate alike" if 0.8 <= ir <= 1.25 else
-                       "the curves still differ, so the link is not the whole story (timing and batches shift "
-                       "the operating point G sees)")
-            out.append(f"In probability space {verdict}: std(q̂)/std(p̂) = {ir:.2f} (median) against {ratio:.2f} in "
-                       f"loss space; mean implied p̂ = {imp['implied_p_mean'].median():.2f} on D's batch before its "
-                       f"update, q̂ = {imp['implied_q_mean'].median():.2f} as G sees it.")
+        out.append(f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — std(g)/std(d_fake) = {ratio:.2f} "
+                   f"(median; range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
+                   f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
+                   + _factor_sentence(g, ratio) + " " + _law_sentence(g))
+        failed = g[g.get("law_verdict", pd.Series("", index=g.index)) == "fails"]
+        for _, r in failed.iterrows():
+            out.append(f"- {r['label']}: law {_fmt(r['predicted_link'])}, measured {_ci(r, 'link')} — {r['law_reason']}.")
     return out
 
 
 def _run_figure(args) -> bytes:
-    wide, spectrum, title, implied, burn = args
-    return plots.png_bytes(plots.run_panels(wide, spectrum, title, implied, burn))
+    wide, spectrum, title, implied_curves, burn = args
+    return plots.png_bytes(plots.run_panels(wide, spectrum, title, implied_curves, burn))
+
+
+def _implied_curves(fam: str, wide: pd.DataFrame):
+    """(steps, p̂, q̂) for the probability-space panels, BCE families only."""
+    if fam not in ("nsgan", "minimax") or not {C.D_FAKE, C.G_LOSS} <= set(wide):
+        return None
+    p_hat, q_hat = implied(fam, wide[C.D_FAKE].to_numpy(float), wide[C.G_LOSS].to_numpy(float))
+    return wide.index.to_numpy(), p_hat, q_hat
 
 
 def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str | Path | None = None,
@@ -154,10 +208,12 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
 
     t0 = time.perf_counter()
     rs = runset or load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
-    if "tags.gantrack.kind" in rs.runs.columns:
-        keep = ~rs.runs["tags.gantrack.kind"].fillna("").isin(["report", "sweep"])
+    kind = f"tags.{C.TAG_KIND}"
+    if kind in rs.runs.columns:
+        keep = ~rs.runs[kind].fillna("").isin(["report", "sweep"])
         rs = RunSet(rs.runs[keep].reset_index(drop=True),
-                    rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))])
+                    rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))],
+                    rs.tracking_uri, rs.cache_dir)
     if rs.runs.empty:
         raise GantrackError(f"experiment {experiment!r} has no training runs to report on")
     out = Path(out_dir or Path("reports") / experiment)
@@ -165,34 +221,31 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
         raise GantrackError(f"--out {out} exists and is not a folder")
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
-    osc = oscillation(rs.metrics, keys=LOSS_KEYS, **options)
-    meta = rs.runs.rename(columns={"tags.gantrack.scenario": "scenario", "tags.gantrack.loss": "loss",
-                                   "tags.gantrack.seed": "seed"})
-    summaries, factors, jobs = [], [], []
+    osc = oscillation(rs.metrics, keys=list(C.LOSS_KEYS), **options)
+    meta = rs.runs.rename(columns={f"tags.{C.TAG_SCENARIO}": "scenario", f"tags.{C.TAG_LOSS}": "loss",
+                                   f"tags.{C.TAG_SEED}": "seed", f"tags.{C.TAG_SCHEDULE}": "schedule"})
+    summaries, factors, jobs, wides = [], [], [], {}
     burn = options.get("burn_in", 0.1)
     for _, run in tqdm(list(meta.iterrows()), disable=not progress, desc="explaining", unit="run"):
         rid = run["run_id"]
         label = _label(run)
         try:
-            ex = explain(rs.metrics, rid, rs.runs, **options)
+            ex = explain(rs, rid, **options)
         except GantrackError as e:
             summaries.append(pd.DataFrame([{"run_id": rid, "label": label, "reason": str(e)}]))
             continue
         summaries.append(ex["summary"].assign(label=label, reason=""))
         factors.append(ex["factors"].assign(label=label))
         sub = rs.metrics[rs.metrics["run_id"] == rid]
-        wide = sub[sub["key"].isin(LOSS_KEYS + ["acc/real", "acc/fake"])].pivot_table(
+        wide = sub[sub["key"].isin([*C.LOSS_KEYS, C.ACC_REAL, C.ACC_FAKE])].pivot_table(
             index="step", columns="key", values="value", aggfunc="last", observed=True)
         wide.columns = wide.columns.astype(str)
-        implied = None
-        if ex["summary"]["family"].iloc[0] in ("nsgan", "minimax") and {"loss/d_fake", "loss/g"} <= set(wide):
-            p_hat = 1 - np.exp(-wide["loss/d_fake"].to_numpy())
-            q_hat = np.exp(-wide["loss/g"]) if ex["summary"]["family"].iloc[0] == "nsgan" else 1 - np.exp(wide["loss/g"])
-            implied = (wide.index.to_numpy(), p_hat, np.asarray(q_hat))
+        curves = _implied_curves(ex["summary"]["family"].iloc[0], wide)
+        wides[rid] = (wide, curves)
         steps = wide.index.to_numpy()
         burn_step = steps.min() + (burn if burn < 1 else 0) * (steps.max() - steps.min()) + (burn if burn >= 1 else 0)
-        jobs.append((rid, label, (wide, ex["spectrum"], f"{run.get('name', rid)} ({label})", implied, burn_step)))
-    summary = meta[["run_id", "name", *[c for c in ("scenario", "loss", "seed") if c in meta]]].merge(
+        jobs.append((rid, label, (wide, ex["spectrum"], f"{run.get('name', rid)} ({label})", curves, burn_step)))
+    summary = meta[["run_id", "name", *[c for c in ("scenario", "loss", "seed", "schedule") if c in meta]]].merge(
         pd.concat(summaries, ignore_index=True), on="run_id", how="right")
     summary["reason"] = summary["reason"].fillna("")
     factors = pd.concat(factors, ignore_index=True) if factors else pd.DataFrame(
@@ -213,6 +266,9 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     cross = {}
     ok = summary[summary["reason"] == ""]
     if len(ok):
+        first = _groups(ok)[0][1].iloc[0]  # the question's scenario, its first run
+        wide, curves = wides[first["run_id"]]
+        cross["answer.png"] = plots.png_bytes(plots.answer_figure(wide, curves, f"{first['label']}"), dpi=90)
         cross["predicted_vs_measured.png"] = plots.png_bytes(plots.predicted_vs_measured(ok), dpi=90)
         cross["factors.png"] = plots.png_bytes(plots.factor_bars(factors), dpi=90)
     for name, png in cross.items():
@@ -229,6 +285,25 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     return Report(html_path, md_path, summary, factors, osc, report_run)
 
 
+def _law_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the law against the measurement, its error with the interval, the simple law, the bands."""
+    rows = []
+    for _, r in summary[summary["reason"] == ""].iterrows():
+        rows.append({"run": r.get("label", r["run_id"]), "measured link [CI]": _ci(r, "link"),
+                     "law": _fmt(r.get("predicted_link")),
+                     "error [CI]": (f"{_pct(r.get('link_error', np.nan))} [{_pct(r.get('link_error_lo', np.nan))}, "
+                                    f"{_pct(r.get('link_error_hi', np.nan))}]"),
+                     "verdict (±15 %)": r.get("law_verdict", "unavailable"),
+                     "simple (1-p̄)/p̄": _fmt(r.get("predicted_link_simple")),
+                     "simple error": _pct(r.get("predicted_link_simple", np.nan) / r["link"] - 1),
+                     "shift only": _fmt(r.get("predicted_link_shift_only")),
+                     "ratio: measured / law": f"{_fmt(r['ratio'])} / {_fmt(r.get('predicted_ratio'))}",
+                     "slow band: measured / law": f"{_fmt(r.get('link_slow'))} / {_fmt(r.get('predicted_link_slow'))}",
+                     "fast band: measured / law": f"{_fmt(r.get('link_fast'))} / {_fmt(r.get('predicted_link_fast'))}",
+                     "why not": r.get("law_reason", "") or ""})
+    return pd.DataFrame(rows)
+
+
 def _table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
     osc = osc.assign(period_shown=np.where(osc["peak_p"] < 0.05, osc["dominant_period"], np.nan))
     per = osc.pivot_table(index="run_id", columns="key", values=["period_shown", "iat"], aggfunc="first", dropna=False)
@@ -239,18 +314,16 @@ def _table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
             row["note"] = r["reason"]
             rows.append(row)
             continue
-        row.update({"ratio g:d_fake [95% CI]": _ci(r, "ratio"), "predicted link": _fmt(r["predicted_link"]),
-                    "link [CI]": _ci(r, "link"), "timing": _fmt(r["timing"]), "sampling": _fmt(r["sampling"]),
-                    "p̄": _fmt(r["p_bar"], 3), "implied ratio": _fmt(r["implied_ratio"])})
-        for key, short in (("loss/d_fake", "d_fake"), ("loss/g", "g")):
+        row.update({"ratio g:d_fake [95% CI]": _ci(r, "ratio"), "link [CI]": _ci(r, "link"),
+                    "context": _fmt(r.get("context")), "timing": _fmt(r["timing"]), "sampling": _fmt(r["sampling"]),
+                    "p̄": _fmt(r["p_bar"], 3), "r": _fmt(r["corr"]), "implied ratio": _fmt(r["implied_ratio"])})
+        for key, short in ((C.D_FAKE, "d_fake"), (C.G_LOSS, "g")):
             for m, name in (("period_shown", "period"), ("iat", "IAT")):
                 try:
                     v = per.loc[r["run_id"], (m, key)]
                     row[f"{short} {name}"] = "n.s." if m == "period_shown" and pd.isna(v) else _fmt(v, 1)
                 except KeyError:
                     row[f"{short} {name}"] = "—"
-        row["note"] = "" if r.get("gain_law_holds") in (True, None) or pd.isna(r.get("gain_law_holds")) \
-            else "gain law outside CI"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -264,43 +337,27 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _md_inline(text: str) -> str:
-    """Markdown → HTML for the few inline forms the findings use (**bold**), after escaping."""
+    """Markdown → HTML for the few inline forms the findings use (**bold**, `code`), after escaping."""
     import re
 
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra) -> None:
-    table = _table(summary, osc)
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    md = [f"# gantrack report: {experiment}", "", f"{len(summary)} runs, generated {stamp}.", "",
-          "## Why does g swing while d_fake looks calm?", ""]
-    for i, f in enumerate(findings):  # a blank line ends each paragraph and each bullet list
-        last_bullet = f.startswith("- ") and (i + 1 == len(findings) or not findings[i + 1].startswith("- "))
-        md.append(f + "\n" if not f.startswith("- ") or last_bullet else f)
-    for title, body in extra:
-        md += ["", f"## {title}", "", body]
-    md += ["", "## Across runs", "", _md_table(table), ""]
-    for name in cross:
-        md += [f"![{name}](figures/{name})", ""]
-    md += ["## Runs", ""]
-    for rid, path in run_pngs.items():
-        r = summary[summary["run_id"] == rid].iloc[0]
-        f = factors[factors["run_id"] == rid][["factor", "estimate", "lo", "hi", "share", "predicted"]].round(3)
-        md += [f"### {r.get('label', rid)} (`{rid}`)", "", f"![run {rid}](figures/{path.name})", "",
-               _md_table(f.astype(object).where(f.notna(), "")), ""]
-    md += ["", "Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
-           "Bonferroni over frequencies); n.s. = no significant oscillation. Method: std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods "
-           "of g), probe series resampled jointly; Welch PSD (Hann, 256-step segments, 50 % overlap). "
-           "See `gantrack.analysis.explain` for definitions."]
-    md_path.write_text("\n".join(md))
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;max-width:1100px;margin:0 auto;
+padding:1em 1.5em;overflow-wrap:anywhere}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+p.meta{color:#666;margin-top:0}.answer{background:#f6f8fa;border-left:4px solid #2f6feb;padding:.6em 1em}
+.scroll{overflow-x:auto;max-width:100%}table.t{border-collapse:collapse;font-size:12.5px;margin:.5em 0}
+table.t td,table.t th{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}
+table.t th{background:#f6f8fa}img{max-width:100%;height:auto}details{margin:.4em 0}
+summary{cursor:pointer;font-weight:600}code{font-size:.9em;background:#f0f0f0;padding:0 .25em}
+"""
 
-    def img(data: bytes, alt: str) -> str:
-        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
-    body = [f"<h1>gantrack report: {html.escape(experiment)}</h1>",
-            f"<p>{len(summary)} runs, generated {stamp}.</p>", "<h2>Why does g swing while d_fake looks calm?</h2>"]
-    items: list[str] = []
+def _findings_html(findings: list[str]) -> list[str]:
+    body, items = [], []
     for f in findings + [""]:  # keep each bullet list where the findings put it
         if f.startswith("- "):
             items.append(f"<li>{_md_inline(f[2:])}</li>")
@@ -310,21 +367,97 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
             items = []
         if f:
             body.append(f"<p>{_md_inline(f)}</p>")
+    return body
+
+
+def _findings_md(findings: list[str]) -> list[str]:
+    md = []
+    for i, f in enumerate(findings):  # a blank line ends each paragraph and each bullet list
+        last_bullet = f.startswith("- ") and (i + 1 == len(findings) or not findings[i + 1].startswith("- "))
+        md.append(f + "\n" if not f.startswith("- ") or last_bullet else f)
+    return md
+
+
+def _first_block(findings: list[str]) -> int:
+    """Index after the first group's paragraph and its bullets (the answer to the question)."""
+    i = 1
+    while i < len(findings) and findings[i].startswith("- "):
+        i += 1
+    return i
+
+
+METHOD = ("Std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods of g), all "
+          "series resampled jointly. Factors telescope through the probe cells: link (g- vs d_fake-link on D's "
+          "batch), context (D step's vs G step's BatchNorm context), timing (D before vs after its update), "
+          "sampling (D's vs G's batch). The law: each batch's raw D scores as a Gaussian of their mean and sd, the "
+          "links applied to it; error = law / measured − 1, verdict \"holds\" when its interval lies within ±15 %, "
+          "\"fails\" when outside, \"undecided\" otherwise. Bands split at a period of 16 steps (Butterworth, "
+          "zero phase). Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
+          "Bonferroni); n.s. = no significant oscillation. Definitions: `gantrack.analysis.explain`, "
+          "`gantrack.analysis.law`.")
+
+
+def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra) -> None:
+    table, law_table = _table(summary, osc), _law_table(summary)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    cut = _first_block(findings)
+    first, rest = findings[:cut], findings[cut:]
+    cols = ["factor", "estimate", "lo", "hi", "share", "predicted", "predicted_simple", "reason"]
+
+    md = [f"# gantrack report: {experiment}", "", f"{len(summary)} runs, generated {stamp}.", "",
+          "## Why does g swing while d_fake looks calm?", ""]
+    if "answer.png" in cross:
+        md += ["![d_fake and g as the book plots them, and in probability space](figures/answer.png)", ""]
+    md += _findings_md(first)
+    if rest:
+        md += ["## The other scenarios", ""] + _findings_md(rest)
+    for title, body in extra:
+        md += ["", f"## {title}", "", body]
+    if len(law_table):
+        md += ["", "## The law against the measurements", "", _md_table(law_table), ""]
+    md += ["", "## Across runs", "", _md_table(table), ""]
+    for name in cross:
+        if name != "answer.png":
+            md += [f"![{name}](figures/{name})", ""]
+    md += ["## Runs", ""]
+    for rid, path in run_pngs.items():
+        r = summary[summary["run_id"] == rid].iloc[0]
+        f = factors[factors["run_id"] == rid][[c for c in cols if c in factors]].round(3)
+        md += [f"### {r.get('label', rid)} (`{rid}`)", "", f"![run {rid}](figures/{path.name})", "",
+               _md_table(f.astype(object).where(f.notna(), "")), ""]
+    md += ["", "Method: " + METHOD]
+    md_path.write_text("\n".join(md))
+
+    def img(data: bytes, alt: str) -> str:
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+    def tbl(df: pd.DataFrame) -> str:
+        return "<div class='scroll'>" + df.to_html(index=False, escape=True, na_rep="", classes="t") + "</div>"
+
+    body = [f"<h1>gantrack report: {html.escape(experiment)}</h1>",
+            f"<p class='meta'>{len(summary)} runs, generated {stamp}.</p>",
+            "<h2>Why does g swing while d_fake looks calm?</h2>"]
+    if "answer.png" in cross:
+        body.append(img(cross["answer.png"], "d_fake and g as the book plots them, and in probability space"))
+    body.append("<div class='answer'>" + "".join(_findings_html(first)) + "</div>")
+    if rest:
+        body += ["<h2>The other scenarios</h2>", *_findings_html(rest)]
     for title, text in extra:
-        body += [f"<h2>{html.escape(title)}</h2>", _md_table_html(text)]
-    body += ["<h2>Across runs</h2>", table.to_html(index=False, escape=True, classes="t")]
-    body += [img(data, name) for name, data in cross.items()]
+        body += [f"<h2>{html.escape(title)}</h2>", "<div class='scroll'>" + _md_table_html(text) + "</div>"]
+    if len(law_table):
+        body += ["<h2>The law against the measurements</h2>", tbl(law_table)]
+    body += ["<h2>Across runs</h2>", tbl(table)]
+    body += [img(data, name) for name, data in cross.items() if name != "answer.png"]
     body.append("<h2>Runs</h2>")
     for rid, path in run_pngs.items():
         r = summary[summary["run_id"] == rid].iloc[0]
-        f = factors[factors["run_id"] == rid][["factor", "estimate", "lo", "hi", "share", "predicted"]].round(3)
-        body += [f"<h3>{html.escape(str(r.get('label', rid)))} <code>{rid}</code></h3>",
-                 img(path.read_bytes(), f"run {rid}"), f.to_html(index=False, na_rep="", classes="t")]
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "table.t{border-collapse:collapse;font-size:12px}table.t td,table.t th{border:1px solid #ccc;"
-             "padding:2px 6px}img{max-width:100%}")
-    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>gantrack report: "
-                         f"{html.escape(experiment)}</title><style>{style}</style></head><body>"
+        f = factors[factors["run_id"] == rid][[c for c in cols if c in factors]].round(3)
+        body += [f"<details><summary>{html.escape(str(r.get('label', rid)))} <code>{html.escape(str(rid))}</code>"
+                 "</summary>", img(path.read_bytes(), f"run {rid}"), tbl(f), "</details>"]
+    body.append(f"<p class='meta'>Method: {_md_inline(METHOD)}</p>")
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'>"
+                         f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>gantrack report: "
+                         f"{html.escape(experiment)}</title><style>{STYLE}</style></head><body>"
                          + "\n".join(body) + "</body></html>")
 
 
@@ -360,7 +493,9 @@ def _log_back(experiment, tracking_uri, summary, osc, run_pngs, out: Path) -> st
         note = mlclient.get_run(rid).data.tags.get("mlflow.note.content", "").split("\n\n**gantrack analysis**")[0]
         mlclient.set_tag(rid, "mlflow.note.content", note + (
             f"\n\n**gantrack analysis**: std(g)/std(d_fake) = {_ci(r, 'ratio')}; link {_ci(r, 'link')} "
-            f"(gain law {_fmt(r['predicted_link'])} at p̄ = {_fmt(r['p_bar'], 3)}), timing {_fmt(r['timing'])}, "
+            f"(law {_fmt(r.get('predicted_link'))}, error {_pct(r.get('link_error', np.nan))}, "
+            f"{r.get('law_verdict', 'unavailable')}; simple law {_fmt(r.get('predicted_link_simple'))} at "
+            f"p̄ = {_fmt(r['p_bar'], 3)}), context {_fmt(r.get('context'))}, timing {_fmt(r['timing'])}, "
             f"sampling {_fmt(r['sampling'])}."))
     exp_id = get_or_create_experiment(mlclient, experiment)
     run = mlclient.create_run(exp_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
