@@ -8,6 +8,8 @@ import torch
 from gantrack import Config, preset
 from gantrack.data import quadratic_1d
 from gantrack.harness import build_gan, gan_step
+from gantrack.contract import CELLS
+from gantrack.losses import family
 
 
 def tiny(**kw):
@@ -82,16 +84,33 @@ def test_probe_grid_contains_the_training_losses():
         assert r["probe/gbatch_after/g"] == r["loss/g"]
         assert r["probe/dbatch_before/p"] == r["prob/fake"]
         assert r["probe/gbatch_after/p"] == r["prob/gen"]
-        for batch in ("dbatch", "gbatch"):
-            for when in ("before", "after"):
-                assert {f"probe/{batch}_{when}/{q}" for q in ("p", "d_fake", "g")} <= set(r)
+        for cell in CELLS:
+            assert {f"probe/{cell}/{q}" for q in ("p", "d_fake", "g")} <= set(r)
+        # book schedule, BatchNorm on batch statistics in the G step: D's own step *is* the G step's
+        # context for its fake batch, so the context cell repeats the training forward exactly
+        assert r["probe/dbatch_before_gctx/g"] == pytest.approx(r["probe/dbatch_before/g"], rel=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"schedule": "joint"}, {"d_bn_in_g_step": "moving"}])
+def test_per_sample_cells_reproduce_the_logged_probe_means(overrides):
+    cfg = tiny(**overrides)
+    gan = build_gan(cfg)
+    fam = family(cfg.loss)
+    for _ in range(3):
+        m = gan_step(gan)
+        assert set(gan.cells) == set(CELLS)
+        for cell, score in gan.cells.items():
+            assert score.shape[0] == (cfg.half_batch if cell.startswith("dbatch") else cfg.batch_size)
+            out = fam.output(score)
+            assert fam.g(out).mean().item() == pytest.approx(m[f"probe/{cell}/g"].item(), rel=1e-6)
+            assert out.mean().item() == pytest.approx(m[f"probe/{cell}/p"].item(), rel=1e-6)
 
 
 def test_dirac_probe_invariant_d_fake_minus_g_is_logit_p():
     """Dirac-GAN: every sample is theta, so per-batch d_fake - g = logit(p) exactly (DESIGN §2)."""
     _, rows = _curves(preset("dirac"), 50)
     for r in rows:
-        for cell in ("dbatch_before", "dbatch_after", "gbatch_before", "gbatch_after"):
+        for cell in CELLS:
             p = r[f"probe/{cell}/p"]
             assert r[f"probe/{cell}/d_fake"] - r[f"probe/{cell}/g"] == pytest.approx(math.log(p / (1 - p)), abs=1e-5)
 
