@@ -42,6 +42,8 @@ def test_report_files_tables_and_mlflow_results(experiment):
     uri, ids, rep, folder = experiment
     md = rep.markdown.read_text()
     assert "Why does g swing" in md and "| run |" in md
+    assert md.index("figures/answer.png") < md.index("## Across runs")  # the answer comes first
+    assert "The law against the measurements" in md and "verdict (±15 %)" in md
     assert len(rep.summary) == 3 and (rep.summary["reason"] == "").all()
     for rid in ids:
         assert (folder / "report" / "figures" / f"run_{rid}.png").stat().st_size > 10_000
@@ -69,11 +71,12 @@ def test_report_renders_in_chromium_with_every_figure_loaded(experiment):
     _, _, rep, folder = experiment
     site = rep.html.parent
     (site / "check.html").write_text(
-        "<html><body><pre id='result'>pending</pre><iframe id='f' src='report.html' width=1200 height=800></iframe>"
+        "<html><body><pre id='result'>pending</pre><iframe id='f' src='report.html' width=1280 height=800></iframe>"
         "<script>document.getElementById('f').onload=function(){var d=this.contentDocument;"
         "var imgs=[].slice.call(d.images);var ok=imgs.filter(function(i){return i.complete&&i.naturalWidth>0});"
+        "var w=d.documentElement.scrollWidth-d.documentElement.clientWidth;"
         "document.getElementById('result').textContent='images '+ok.length+'/'+imgs.length+' h2 '+"
-        "d.getElementsByTagName('h2').length;};</script></body></html>")
+        "d.getElementsByTagName('h2').length+' overflow '+w;};</script></body></html>")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -81,11 +84,12 @@ def test_report_renders_in_chromium_with_every_figure_loaded(experiment):
         dom = dump_dom(f"http://127.0.0.1:{server.server_address[1]}/check.html", 10000)
     finally:
         server.shutdown()
-    m = re.search(r"images (\d+)/(\d+) h2 (\d+)", dom)
+    m = re.search(r"images (\d+)/(\d+) h2 (\d+) overflow (-?\d+)", dom)
     assert m, dom[:500]
-    loaded, total, h2 = map(int, m.groups())
-    assert total == 3 + 2 and loaded == total  # one per run + predicted-vs-measured + factor bars
+    loaded, total, h2, overflow = map(int, m.groups())
+    assert total == 3 + 3 and loaded == total  # one per run + the answer + predicted-vs-measured + factor bars
     assert h2 >= 3
+    assert overflow <= 0  # no horizontal scroll at 1280 px: wide tables scroll inside their own box
 
 
 @needs_chromium
