@@ -109,3 +109,93 @@ def band_split(x: np.ndarray, period: float = 16.0, spacing: int = 1) -> tuple[n
     sos = signal.butter(4, cutoff, btype="lowpass", fs=1.0 / spacing, output="sos")
     slow = signal.sosfiltfilt(sos, x, axis=-1)
     return slow, x - slow
+
+
+_U, _UW = np.polynomial.hermite_e.hermegauss(16)
+_UW = _UW / _UW.sum()
+
+
+def moment_law(fam: LossFamily, mean_mu, mean_s, sd_mu, sd_s, corr, with_means: bool = False) -> tuple:
+    """std(d_fake) and std(g) from five numbers: the operating point (mean score μ̄ and mean spread s̄),
+    how far the common shift swings (sd_μ), how far the spread swings (sd_s) and their correlation.
+
+    The shift and the spread are taken as jointly Gaussian across steps and each batch's scores as
+    Gaussian within the step; the links are applied exactly (Gauss-Hermite: 16 × 16 nodes across
+    steps, 32 within a batch), so the moving operating point — where the gain (1-p)/p changes along
+    the swing — is part of the law, not a correction to it. Inputs broadcast (bootstrap replicates).
+    """
+    shape = np.broadcast(mean_mu, mean_s, sd_mu, sd_s, corr).shape
+    mm, ms, su, ss, rho = (np.broadcast_to(np.asarray(a, dtype=np.float64), shape)[..., None, None]
+                           for a in (mean_mu, mean_s, sd_mu, sd_s, corr))
+    rho = np.nan_to_num(np.clip(rho, -1.0, 1.0))
+    u1, u2 = _U[:, None], _U[None, :]
+    mu = mm + su * u1
+    s = np.maximum(ms + ss * (rho * u1 + np.sqrt(1 - rho ** 2) * u2), 0.0)
+    x = torch.as_tensor(mu[..., None] + s[..., None] * _NODES)
+    out = fam.output(x)
+    d = fam.d_fake(out).numpy() @ _WEIGHTS  # batch means given (μ, s)
+    g = fam.g(out).numpy() @ _WEIGHTS
+    w = _UW[:, None] * _UW[None, :]
+
+    def mean_std(v):
+        m = (v * w).sum(axis=(-2, -1))
+        return m, np.sqrt(np.maximum(((v - m[..., None, None]) ** 2 * w).sum(axis=(-2, -1)), 0.0))
+
+    (md, sdd), (mg, sdg) = mean_std(d), mean_std(g)
+    return (sdd, sdg, md, mg) if with_means else (sdd, sdg)
+
+
+def window_numbers(mu: np.ndarray, s: np.ndarray, windows: int, idx: np.ndarray | None = None,
+                   swing: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple]:
+    """Per window of the run (``windows`` equal spans of steps): its share of the steps and its five
+    numbers (mean score, mean spread, sd of the shift, sd of the spread, their correlation).
+
+    ``swing``: other series (e.g. one frequency band of μ and s) whose within-window spread stands for
+    the swings, the window means still coming from ``mu`` and ``s``. With bootstrap ``idx`` each
+    resampled step keeps the window it came from."""
+    n = mu.shape[-1]
+    wid = np.minimum((np.arange(n) * windows) // n, windows - 1)
+    sw_mu, sw_s = swing if swing is not None else (mu, s)
+    if idx is not None:
+        mu, s, sw_mu, sw_s, wid = mu[idx], s[idx], sw_mu[idx], sw_s[idx], wid[idx]
+    out = []
+    for w in range(windows):
+        mask = (wid == w).astype(np.float64)
+        cnt = mask.sum(axis=-1)
+        with np.errstate(all="ignore"):
+            def mean(x):
+                return (x * mask).sum(axis=-1) / cnt
+
+            dmu = (sw_mu - mean(sw_mu)[..., None]) * mask
+            ds = (sw_s - mean(sw_s)[..., None]) * mask
+            v_mu, v_s = (dmu ** 2).sum(axis=-1) / cnt, (ds ** 2).sum(axis=-1) / cnt
+            corr = np.nan_to_num((dmu * ds).sum(axis=-1) / cnt / np.sqrt(v_mu * v_s))
+            out.append((cnt / n, np.nan_to_num(mean(mu)), np.nan_to_num(mean(s)), np.sqrt(np.nan_to_num(v_mu)),
+                        np.sqrt(np.nan_to_num(v_s)), corr))
+    return out
+
+
+def windowed_law(fam: LossFamily, mu: np.ndarray, s: np.ndarray, windows: int = 4, idx: np.ndarray | None = None,
+                 swing: tuple[np.ndarray, np.ndarray] | None = None, between: bool = True,
+                 only: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """std(d_fake), std(g) from ``windows`` sets of five numbers: the run as stationary stretches.
+
+    Within a window the shift and the spread swing as in ``moment_law``; across windows the operating
+    point may move (a run that settles, a collapse). The total variance is the windows' mean variance
+    plus, with ``between``, the variance of their means (the law of total variance), weighted by their
+    shares of steps. ``only="shift"`` / ``"spread"``: the counterfactual with the other not swinging.
+    """
+    parts = window_numbers(mu, s, windows, idx, swing)
+    stats = []
+    for share, m_mu, m_s, sd_mu, sd_s, corr in parts:
+        if only == "shift":
+            sd_s = np.zeros_like(sd_s)
+        elif only == "spread":
+            sd_mu = np.zeros_like(sd_mu)
+        stats.append((share, *moment_law(fam, m_mu, m_s, sd_mu, sd_s, corr, with_means=True)))
+    res = []
+    for k in (0, 1):  # d_fake, g
+        mean = sum(share * st[2 + k] for share, *st in stats)
+        var = sum(share * (st[k] ** 2 + (between * (st[2 + k] - mean)) ** 2) for share, *st in stats)
+        res.append(np.sqrt(var))
+    return res[0], res[1]
