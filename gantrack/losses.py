@@ -4,7 +4,7 @@ For each family, ``output(score)`` turns D's raw score into the quantity the los
 written in (the probability p = sigmoid(score) for the BCE families, the score itself
 otherwise), and ``d_real``, ``d_fake``, ``g`` are per-sample losses of that output;
 batch losses are their means. ``d_fake_prime`` and ``g_prime`` are derivatives with
-respect to the output: the gain law of DESIGN.md §1 is |g'(p)| / |d_fake'(p)|.
+respect to the output: the simple gain law of docs/design.md §1 is |g'(p)| / |d_fake'(p)|.
 ``inv_d_fake`` / ``inv_g`` map a batch loss back to an "implied" output (for
 non-saturating BCE: p̂ = 1 - exp(-d_fake), q̂ = exp(-g), geometric-mean estimates of D(G(z))).
 

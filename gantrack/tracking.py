@@ -1,7 +1,7 @@
 """Writing runs to MLflow: the tracking URI, experiments, run metadata, batched metrics, artifacts.
 
 Metrics are buffered and sent with ``MlflowClient.log_batch`` every ``flush_every`` steps
-(DESIGN.md §7: ~1 ms/step instead of ~7 ms for one ``log_metrics`` call per step), on a writer
+(docs/design.md §6: ~1 ms/step instead of ~7 ms for one ``log_metrics`` call per step), on a writer
 thread so the loop does not wait (except with checkpoints, see ``harness``). If a
 flush fails (server gone, database locked) the metrics stay in the buffer and are retried
 at the next flush; if they still cannot be written when the run ends they are spooled to a

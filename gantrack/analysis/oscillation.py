@@ -26,7 +26,7 @@ Estimators (each also documented at its function):
   ``total_power`` integrates it (≈ the detrended variance). The dominant frequency is the PSD's
   largest non-zero bin, refined by a parabola through the log-PSD of its neighbours on a 4×
   zero-padded grid; ``peak_ratio`` divides that peak by the AR(1) red-noise spectrum with the
-  series' own lag-1 autocorrelation and variance (DESIGN.md §2: a raw argmax on drifting series
+  series' own lag-1 autocorrelation and variance (docs/design.md §2: a raw argmax on drifting series
   picks the lowest bin), ``peak_p`` is its chi-square p-value with 2·segments degrees of freedom,
   Bonferroni-corrected for the number of bins searched.
   An AR(2) Yule-Walker fit gives ``ar2_period`` and the damping radius ``ar2_radius`` when its
