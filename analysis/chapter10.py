@@ -10,8 +10,9 @@ from gantrack import studies
 
 def main() -> None:
     args = studies.study_arguments(__doc__.splitlines()[0], "1,2", "chapter10")
-    rep = studies.chapter10(args.experiment, args.seeds, quick=not args.full, tracking_uri=args.tracking_uri,
-                            out_dir=args.out)
+    rep = studies.chapter10(
+        args.experiment, args.seeds, quick=not args.full, tracking_uri=args.tracking_uri, out_dir=args.out
+    )
     print(rep.html.resolve())
     print(rep.summary[["label", "ratio", "link", "predicted_link", "timing", "sampling"]].round(3).to_string())
 

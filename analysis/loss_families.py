@@ -9,8 +9,9 @@ from gantrack import studies
 
 def main() -> None:
     args = studies.study_arguments(__doc__.splitlines()[0], "1", "loss-families")
-    rep = studies.loss_families(args.experiment, args.seeds, quick=not args.full, tracking_uri=args.tracking_uri,
-                                out_dir=args.out)
+    rep = studies.loss_families(
+        args.experiment, args.seeds, quick=not args.full, tracking_uri=args.tracking_uri, out_dir=args.out
+    )
     print(rep.html.resolve())
     print(studies.summarise_families(rep.summary).round(3).to_string(index=False))
 

@@ -19,8 +19,9 @@ its steps, in rounds of a bare block, 16 harness steps, a bare block. Why so:
 The overhead is the ratio of per-step times, pooled over all rounds of all runs (so lumpy costs,
 a write or a sample grid every 100 steps, count in full), with a 95 % bootstrap interval over
 rounds; wall time and process CPU time (all threads) both. Targets: <= 3 % without probes,
-<= 15 % with probes and the per-sample capture (upper bound of the interval). A breakdown follows: gan_step against the bare step on one model in
-ABBA blocks, and the time spent in logging code (loop thread wall, writer thread CPU).
+<= 15 % with probes and the per-sample capture (upper bound of the interval). A breakdown
+follows: gan_step against the bare step on one model in ABBA blocks, and the time spent in
+logging code (loop thread wall, writer thread CPU).
 
     python benchmarks/bench_harness.py [--steps 450] [--runs 2] [--width 0.25] [--set KEY=VALUE ...]
 """
@@ -123,8 +124,11 @@ def interleaved(cfg: Config, folder: str, block: int = 8) -> list[dict]:
     buffers: list = []
     rounds: list[dict] = []
     state = {"n": 0, "mark": None, "gan": None}  # harness steps started; (wall, cpu) where the harness segment began
-    step_fn, background_fn, close_fn = (harness_module.gan_step, tracking.MetricBuffer.flush_in_background,
-                                        tracking.MetricBuffer.close)
+    step_fn, background_fn, close_fn = (
+        harness_module.gan_step,
+        tracking.MetricBuffer.flush_in_background,
+        tracking.MetricBuffer.close,
+    )
 
     def clock() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()
@@ -171,8 +175,11 @@ def interleaved(cfg: Config, folder: str, block: int = 8) -> list[dict]:
                 end_segment()
                 state["mark"] = None
 
-    with patched((harness_module, "gan_step", stepping), (tracking.MetricBuffer, "flush_in_background", background),
-                 (tracking.MetricBuffer, "close", close)):
+    with patched(
+        (harness_module, "gan_step", stepping),
+        (tracking.MetricBuffer, "flush_in_background", background),
+        (tracking.MetricBuffer, "close", close),
+    ):
         loop_s, total_s = harness(cfg, folder)
     rounds[0]["one_off"] = total_s - loop_s  # run creation, data, final plots and weights
     bare_block(rounds[-1]["h_steps"] // 2)  # the last round's closing bare half
@@ -221,12 +228,22 @@ def logging_work(cfg: Config, folder: str) -> dict[str, float]:
             finally:
                 if on_writer or name != "_send":  # _send on the loop thread is inside flush: counted there
                     spent["writer thread (CPU)" if on_writer else "loop thread"] += clock() - t0
+
         return owner, name, wrapper
 
-    with patched(*(timed(owner, name) for owner, name in (
-            (tracking.MetricBuffer, "add"), (tracking.MetricBuffer, "flush"),
-            (tracking.MetricBuffer, "flush_in_background"), (tracking.MetricBuffer, "_send"),
-            (harness_module._Samples, "save"), (tracking, "best_effort")))):
+    with patched(
+        *(
+            timed(owner, name)
+            for owner, name in (
+                (tracking.MetricBuffer, "add"),
+                (tracking.MetricBuffer, "flush"),
+                (tracking.MetricBuffer, "flush_in_background"),
+                (tracking.MetricBuffer, "_send"),
+                (harness_module._Samples, "save"),
+                (tracking, "best_effort"),
+            )
+        )
+    ):
         harness(cfg, folder)
     return spent
 
@@ -249,17 +266,24 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="runs per variant (rounds are pooled)")
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--extra-rounds", type=int, default=10)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config overrides, e.g. the chapter-10 study's narrow models: "
-                         "--width 0.125 --set d_width=0.5 --set sample_every=150")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. the chapter-10 study's narrow models: "
+        "--width 0.125 --set d_width=0.5 --set sample_every=150",
+    )
     args = ap.parse_args()
 
     folder = tempfile.mkdtemp(prefix="gantrack-bench-harness-")
     base = apply_overrides(Config(width=args.width, steps=args.steps, experiment="bench"), parse_set(args.set))
     harness(base.replace(steps=5), folder)  # create the store and warm up imports outside the timings
-    variants = {"harness": base.replace(probes=False),
-                "probes": base.replace(probes=True, per_sample_probes=False),
-                "probes+ps": base.replace(probes=True, per_sample_probes=True)}
+    variants = {
+        "harness": base.replace(probes=False),
+        "probes": base.replace(probes=True, per_sample_probes=False),
+        "probes+ps": base.replace(probes=True, per_sample_probes=True),
+    }
     rounds: dict[str, list[dict]] = {k: [] for k in variants}
     for r in range(args.runs):
         order = list(variants) if r % 2 == 0 else list(variants)[::-1]
@@ -268,12 +292,17 @@ def main() -> None:
             rounds[name] += got
             est, lo, hi = round_overheads(got)
             per_step = sum(x["b_wall"] for x in got) / sum(x["b_steps"] for x in got)
-            print(f"run {r + 1} {name:8s} {len(got)} rounds, bare {1000 * per_step:.1f} ms/step: "
-                  f"overhead {est:+.1f} % [{lo:+.1f}, {hi:+.1f}]", flush=True)
-    print(f"\n{args.steps} steps x {args.runs} runs per variant, width {args.width}"
-          f"{''.join(', ' + x for x in args.set)}, "
-          f"torch threads {torch.get_num_threads()}; overhead of a harness step over a bare step, "
-          "all rounds pooled (95 % bootstrap interval over rounds):")
+            print(
+                f"run {r + 1} {name:8s} {len(got)} rounds, bare {1000 * per_step:.1f} ms/step: "
+                f"overhead {est:+.1f} % [{lo:+.1f}, {hi:+.1f}]",
+                flush=True,
+            )
+    print(
+        f"\n{args.steps} steps x {args.runs} runs per variant, width {args.width}"
+        f"{''.join(', ' + x for x in args.set)}, "
+        f"torch threads {torch.get_num_threads()}; overhead of a harness step over a bare step, "
+        "all rounds pooled (95 % bootstrap interval over rounds):"
+    )
     for name, target in (("harness", 3.0), ("probes", 15.0), ("probes+ps", 15.0)):
         line = []
         for clock in ("wall", "cpu"):
@@ -283,12 +312,16 @@ def main() -> None:
         print(f"  {name:9s} {'   '.join(line)}   target <= {target:.0f} %: {verdict}")
     for name in variants:
         one_off = sorted(r["one_off"] for r in rounds[name] if "one_off" in r)
-        print(f"  {name:8s} once per run, outside the loop (run creation, data, final plots, weights): "
-              f"{one_off[len(one_off) // 2]:.2f} s (median)")
+        print(
+            f"  {name:8s} once per run, outside the loop (run creation, data, final plots, weights): "
+            f"{one_off[len(one_off) // 2]:.2f} s (median)"
+        )
     print("breakdown without probes:")
     extras = step_extras(base, rounds=args.extra_rounds)
-    print(f"  gan_step vs the bare step, {args.extra_rounds} ABBA rounds of 8-step blocks on one model: median "
-          f"ratio {extras:.3f} ({100 * (extras - 1):+.1f} %: norms, accuracies, probabilities, one sync)")
+    print(
+        f"  gan_step vs the bare step, {args.extra_rounds} ABBA rounds of 8-step blocks on one model: median "
+        f"ratio {extras:.3f} ({100 * (extras - 1):+.1f} %: norms, accuracies, probabilities, one sync)"
+    )
     bare_s = args.steps * sum(x["b_wall"] for x in rounds["harness"]) / sum(x["b_steps"] for x in rounds["harness"])
     for where, s in logging_work(variants["harness"], folder).items():
         print(f"  logging on the {where:20s} {1000 * s / args.steps:6.2f} ms/step  = {100 * s / bare_s:4.1f} % of bare")

@@ -9,10 +9,10 @@ checks the frames are identical and prints the speed-up, the warm-cache time and
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,13 @@ def build_store(folder: Path, runs: int, metrics: int, steps: int) -> str:
         run = client.create_run(exp, run_name=f"run{r}")
         values = rng.standard_normal((metrics, steps)).cumsum(axis=1)
         values[0, 5] = np.nan  # the store keeps NaN as is_nan: both paths must agree on it
-        batch = [Metric(f"m{k:02d}", float(values[k, s]), 1_700_000_000_000 + s, s)
-                 for s in range(steps) for k in range(metrics)]
+        batch = [
+            Metric(f"m{k:02d}", float(values[k, s]), 1_700_000_000_000 + s, s)
+            for s in range(steps)
+            for k in range(metrics)
+        ]
         for i in range(0, len(batch), 1000):
-            client.log_batch(run.info.run_id, metrics=batch[i:i + 1000])
+            client.log_batch(run.info.run_id, metrics=batch[i : i + 1000])
         client.set_terminated(run.info.run_id)
         print(f"\rwrote run {r + 1}/{runs} ({time.perf_counter() - t0:.0f} s)", end="", file=sys.stderr)
     print(file=sys.stderr)
@@ -80,12 +83,17 @@ def main() -> None:
     print(f"load_runs (sql, warm cache):          {t_warm:8.2f} s   ratio {t_ref / t_warm:6.1f}x")
     print(f"frame memory: {fast.metrics.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
     # peak memory in fresh processes (tracemalloc would distort the timings above)
-    for label, extra in (("imports only", ""), ("cold load", f"load_runs('bench', tracking_uri='{uri}', "
-                         f"cache_dir='{tempfile.mkdtemp()}', progress=False)"),
-                         ("warm load", f"load_runs('bench', tracking_uri='{uri}', cache_dir='{cache}', progress=False)")):
+    for label, extra in (
+        ("imports only", ""),
+        ("cold load", f"load_runs('bench', tracking_uri='{uri}', cache_dir='{tempfile.mkdtemp()}', progress=False)"),
+        ("warm load", f"load_runs('bench', tracking_uri='{uri}', cache_dir='{cache}', progress=False)"),
+    ):
         # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report our peak
-        code = ("from gantrack.analysis import load_runs; " + (extra + "; " if extra else "") +
-                "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+        code = (
+            "from gantrack.analysis import load_runs; "
+            + (extra + "; " if extra else "")
+            + "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         print(f"peak RSS, {label + ':':14s} {int(out.stdout.split()[-1]) / 1024:6.0f} MiB")
 

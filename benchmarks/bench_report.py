@@ -31,8 +31,19 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     scenarios = [("stable", {}), ("convergence-failure", {"schedule": "joint"}), ("minimax", {"loss": "minimax"})]
-    configs = [Config(width=0.0625, batch_size=32, steps=args.steps, sample_every=0, experiment="bench-report",
-                      seed=i, scenario=scenarios[i % 3][0], **scenarios[i % 3][1]) for i in range(args.runs)]
+    configs = [
+        Config(
+            width=0.0625,
+            batch_size=32,
+            steps=args.steps,
+            sample_every=0,
+            experiment="bench-report",
+            seed=i,
+            scenario=scenarios[i % 3][0],
+            **scenarios[i % 3][1],
+        )
+        for i in range(args.runs)
+    ]
     t0 = time.perf_counter()
     run_configs(configs, uri)
     print(f"store ready ({time.perf_counter() - t0:.0f} s to train/reuse {args.runs} runs)")
@@ -41,8 +52,10 @@ def main() -> None:
         t0 = time.perf_counter()
         rep = build_report("bench-report", tracking_uri=uri, out_dir=folder / "report", progress=False)
         dt = time.perf_counter() - t0
-        print(f"report for {len(rep.summary)} runs x {args.steps} steps ({label}): {dt:5.1f} s  "
-              f"(target < 30 s: {'met' if dt < 30 else 'NOT met'})")
+        print(
+            f"report for {len(rep.summary)} runs x {args.steps} steps ({label}): {dt:5.1f} s  "
+            f"(target < 30 s: {'met' if dt < 30 else 'NOT met'})"
+        )
     print(f"report: {rep.html}")
 
 

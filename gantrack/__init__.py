@@ -5,12 +5,22 @@ Public API:
 - ``Config``, ``preset(name)``, ``PRESETS``: training configurations (plain dataclass).
 - ``train(config, tracking_uri=None, quiet=False) -> run_id``: train and log to MLflow.
 - ``gantrack.analysis``: ``load_runs``, ``oscillation``, ``oscillation_pairs``, ``explain``, ...
+
+Importing gantrack changes nothing in the process (no matplotlib backend, no torch settings, no
+environment variables) and does not import torch until ``train`` is first used.
 """
 
 __version__ = "0.1.0"
 
 from .config import PRESETS, Config, preset  # noqa: E402
 from .errors import GantrackError  # noqa: E402
-from .harness import train  # noqa: E402
 
 __all__ = ["Config", "PRESETS", "preset", "train", "GantrackError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "train":  # the harness imports torch: only when training is asked for
+        from .harness import train
+
+        return train
+    raise AttributeError(f"module 'gantrack' has no attribute {name!r}")

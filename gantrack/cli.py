@@ -48,8 +48,13 @@ def _presets(args) -> int:
 def _report(args) -> int:
     from .analysis.report import build_report
 
-    rep = build_report(args.experiment, tracking_uri=args.tracking_uri, out_dir=args.out,
-                       log_to_mlflow=not args.no_mlflow, progress=not args.quiet)
+    rep = build_report(
+        args.experiment,
+        tracking_uri=args.tracking_uri,
+        out_dir=args.out,
+        log_to_mlflow=not args.no_mlflow,
+        progress=not args.quiet,
+    )
     _print_report(rep, args.tracking_uri, args.experiment)
     return 0
 
@@ -67,8 +72,14 @@ def _study(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     fn = {"chapter10": studies.chapter10, "loss-families": studies.loss_families}[args.name]
     experiment = args.experiment or ("chapter10" if args.name == "chapter10" else "loss-families")
-    kw = dict(experiment=experiment, quick=not args.full, tracking_uri=args.tracking_uri, out_dir=args.out,
-              workers=args.workers, progress=not args.quiet)
+    kw = dict(
+        experiment=experiment,
+        quick=args.quick or not args.full,
+        tracking_uri=args.tracking_uri,
+        out_dir=args.out,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     if seeds:
         kw["seeds"] = seeds
     rep = fn(**kw)
@@ -78,21 +89,17 @@ def _study(args) -> int:
 
 def _sweep(args) -> int:
     from . import config as config_mod
-    from .errors import GantrackError
-    from .sweep import parse_grid, sweep
+    from .sweep import load_sweep_file, parse_grid, sweep
 
-    file_values = config_mod.load_toml(args.config, tables=("grid",)) if args.config else {}
-    grid = file_values.pop("grid", {})
-    if not isinstance(grid, dict):
-        raise GantrackError("grid must be a table: [grid] seed = [1, 2]")
-    grid = {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
+    file_values, grid = load_sweep_file(args.config) if args.config else ({}, {})
     grid.update(parse_grid(args.grid or []))
     overrides = config_mod.parse_set(args.set or [])
     if args.experiment:
         overrides["experiment"] = args.experiment
     base = config_mod.resolve(args.preset, None, overrides, file_values=file_values)
-    out = sweep(base, grid, tracking_uri=args.tracking_uri, workers=args.workers, name=args.name,
-                progress=not args.quiet)
+    out = sweep(
+        base, grid, tracking_uri=args.tracking_uri, workers=args.workers, name=args.name, progress=not args.quiet
+    )
     print(f"sweep {out['parent']}: {len(out['runs'])} finished, {out['failed']} failed")
     return 1 if out["failed"] else 0
 

@@ -10,19 +10,25 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .contract import LOSS_FAMILIES
 from .errors import GantrackError
 
 DATASETS = ("mnist-eights", "mnist", "quadratic-1d", "ring-2d", "dirac")
 MODELS = ("dcgan", "mlp", "dirac")
-LOSSES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")
+LOSSES = LOSS_FAMILIES
 SCHEDULES = ("book", "joint")
 OPTIMIZERS = ("adam", "sgd")
 ARCHS = ("bn", "nobn")
 D_BN_MODES = ("batch", "moving")
+
+
+# Fields that say where and how a run is carried out, not what is trained: they do not count toward a
+# run's identity (its config hash) and a sweep's preset axis keeps the base config's values for them.
+RUN_SETTINGS = ("experiment", "flush_every", "threads", "checkpoint_every", "checkpoint_dir")
 
 
 @dataclass
@@ -79,7 +85,7 @@ class Config:
     checkpoint_dir: str = ""  # default $GANTRACK_CHECKPOINT_DIR or ~/.cache/gantrack/checkpoints
     threads: int = 0  # torch threads; 0 leaves torch's default
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +94,7 @@ class Config:
     def config_hash(self) -> str:
         """Hash of the resolved config (minus presentation-only fields): identifies a run in a sweep."""
         d = self.to_dict()
-        for k in ("experiment", "flush_every", "threads", "checkpoint_every", "checkpoint_dir"):
+        for k in RUN_SETTINGS:
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -114,22 +120,43 @@ PRESETS: dict[str, tuple[str, Config]] = {
     "dirac": (
         "Dirac-GAN (Mescheder et al. 2018): G(z)=theta, D(x)=sigmoid(psi x), alternating SGD.",
         Config(
-            scenario="dirac", dataset="dirac", model="dirac", optimizer="sgd", lr=0.1,
-            batch_size=2, steps=2000, latent_dim=1, sample_every=0,
+            scenario="dirac",
+            dataset="dirac",
+            model="dirac",
+            optimizer="sgd",
+            lr=0.1,
+            batch_size=2,
+            steps=2000,
+            latent_dim=1,
+            sample_every=0,
         ),
     ),
     "quadratic-1d": (
         "Chapter 6 1-D GAN: x ~ U[-0.5, 0.5) paired with x^2, small MLPs, Adam defaults.",
         Config(
-            scenario="quadratic-1d", dataset="quadratic-1d", model="mlp", latent_dim=5,
-            lr=1e-3, beta1=0.9, steps=10000, sample_every=1000,
+            scenario="quadratic-1d",
+            dataset="quadratic-1d",
+            model="mlp",
+            latent_dim=5,
+            lr=1e-3,
+            beta1=0.9,
+            steps=10000,
+            sample_every=1000,
         ),
     ),
     "ring-2d": (
         "2-D ring of 8 Gaussians, MLP players: the classic mode-hopping toy.",
         Config(
-            scenario="ring-2d", dataset="ring-2d", model="mlp", latent_dim=2, mlp_hidden_d=128,
-            mlp_hidden_g=128, lr=1e-4, beta1=0.5, steps=5000, sample_every=1000,
+            scenario="ring-2d",
+            dataset="ring-2d",
+            model="mlp",
+            latent_dim=2,
+            mlp_hidden_d=128,
+            mlp_hidden_g=128,
+            lr=1e-4,
+            beta1=0.5,
+            steps=5000,
+            sample_every=1000,
         ),
     ),
 }
@@ -207,8 +234,12 @@ def load_toml(path: str | Path, tables: tuple[str, ...] = ()) -> dict[str, Any]:
     return data
 
 
-def resolve(preset_name: str | None = None, config_file: str | None = None,
-            overrides: dict[str, Any] | None = None, file_values: dict[str, Any] | None = None) -> Config:
+def resolve(
+    preset_name: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    file_values: dict[str, Any] | None = None,
+) -> Config:
     """Preset, then file, then overrides; validated."""
     file_values = dict(file_values) if file_values is not None else (load_toml(config_file) if config_file else {})
     name = file_values.pop("preset", None) or preset_name or "stable"
@@ -221,13 +252,18 @@ def resolve(preset_name: str | None = None, config_file: str | None = None,
 
 def validate(cfg: Config) -> Config:
     """Check choices and sizes; return ``cfg`` unchanged or raise ``GantrackError``."""
-    for name, choices in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES),
-                          ("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("arch", ARCHS),
-                          ("d_bn_in_g_step", D_BN_MODES)):
+    for name, choices in (
+        ("dataset", DATASETS),
+        ("model", MODELS),
+        ("loss", LOSSES),
+        ("schedule", SCHEDULES),
+        ("optimizer", OPTIMIZERS),
+        ("arch", ARCHS),
+        ("d_bn_in_g_step", D_BN_MODES),
+    ):
         if getattr(cfg, name) not in choices:
             raise GantrackError(f"unknown {name} {getattr(cfg, name)!r}; choose one of: {', '.join(choices)}")
-    positive = ("latent_dim", "batch_size", "epochs", "n_critic", "mlp_hidden_d", "mlp_hidden_g",
-                "flush_every")
+    positive = ("latent_dim", "batch_size", "epochs", "n_critic", "mlp_hidden_d", "mlp_hidden_g", "flush_every")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise GantrackError(f"{name} must be positive, got {getattr(cfg, name)}")
@@ -247,8 +283,15 @@ def validate(cfg: Config) -> Config:
             raise GantrackError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.gp_weight < 0:
         raise GantrackError(f"gp_weight must be >= 0, got {cfg.gp_weight}")
-    limits = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 10**8, "epochs": 10**6,
-              "mlp_hidden_d": 1 << 14, "mlp_hidden_g": 1 << 14, "n_critic": 1000}
+    limits = {
+        "batch_size": 1 << 16,
+        "latent_dim": 1 << 14,
+        "steps": 10**8,
+        "epochs": 10**6,
+        "mlp_hidden_d": 1 << 14,
+        "mlp_hidden_g": 1 << 14,
+        "n_critic": 1000,
+    }
     for name, hi in limits.items():
         if getattr(cfg, name) > hi:
             raise GantrackError(f"{name} = {getattr(cfg, name)} is absurdly large (limit {hi})")
@@ -262,8 +305,10 @@ def validate(cfg: Config) -> Config:
         raise GantrackError(f"digit must be 0-9 or -1 for all, got {cfg.digit}")
     image = cfg.dataset in ("mnist-eights", "mnist")
     if image != (cfg.model == "dcgan"):
-        raise GantrackError(f"model {cfg.model!r} does not fit dataset {cfg.dataset!r} "
-                            "(dcgan is for MNIST; mlp for the 1-D/2-D toys; dirac for dirac)")
+        raise GantrackError(
+            f"model {cfg.model!r} does not fit dataset {cfg.dataset!r} "
+            "(dcgan is for MNIST; mlp for the 1-D/2-D toys; dirac for dirac)"
+        )
     if (cfg.dataset == "dirac") != (cfg.model == "dirac"):
         raise GantrackError("the dirac dataset and the dirac model go together")
     return cfg

@@ -43,6 +43,9 @@ FACTORS = {  # name: ((numerator cell, stat), (denominator cell, stat)); "loss" 
 }
 FACTOR_NAMES = ("link", "timing", "context", "sampling", "residual")
 
+# --- names the tags take ----------------------------------------------------------------------
+LOSS_FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")  # gantrack.loss; the book's nsgan first
+
 # --- tags and artifacts ------------------------------------------------------------------------
 TAG_SCENARIO, TAG_LOSS, TAG_SEED = "gantrack.scenario", "gantrack.loss", "gantrack.seed"
 TAG_SCHEDULE, TAG_BN_IN_G = "gantrack.schedule", "gantrack.d_bn_in_g_step"

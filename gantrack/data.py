@@ -43,10 +43,11 @@ def _read_idx(path: Path) -> np.ndarray:
         raise GantrackError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + math.prod(dims):
-        raise GantrackError(f"{path} is truncated or corrupt: header says {dims}, "
-                            f"file has {len(raw) - header} data bytes")
+        raise GantrackError(
+            f"{path} is truncated or corrupt: header says {dims}, file has {len(raw) - header} data bytes"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -95,6 +96,7 @@ def image_dataset(dataset: str, data_path: str = "", digit: int = 8) -> torch.Te
 
 
 # --- toys -----------------------------------------------------------------------------------
+
 
 def quadratic_1d(n: int, gen: torch.Generator) -> torch.Tensor:
     """Chapter 6: x ~ U[-0.5, 0.5), paired with x² → (n, 2)."""

@@ -1,20 +1,22 @@
 """Figures drawn during and after training (book-style curves, sample grids).
 
-Plotting only: callers pass arrays, these functions return matplotlib figures.
+Plotting only: callers pass arrays, these functions return matplotlib figures. They build
+``matplotlib.figure.Figure`` objects directly, never through pyplot: no display is needed, nothing is
+registered with pyplot's figure manager, and the process's backend (a notebook's inline plots) is
+left as it was.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.image import imsave  # noqa: F401  (sample grids; re-exported for the harness)
 
 
 def book_plots(steps: np.ndarray, curves: dict[str, np.ndarray]):
     """Chapter 10's plot_history: losses d1/d2/g on top, accuracies below."""
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig = Figure(figsize=(8, 6))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     for key, label in (("loss/d_real", "d-real"), ("loss/d_fake", "d-fake"), ("loss/g", "gen")):
         if key in curves:
             ax1.plot(steps, curves[key], label=label, lw=0.8)
@@ -32,7 +34,8 @@ def book_plots(steps: np.ndarray, curves: dict[str, np.ndarray]):
 
 def scatter_samples(real: np.ndarray, fake: np.ndarray, title: str = ""):
     """Real vs generated points for the 1-D/2-D toys (first two coordinates)."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     if real.shape[1] == 1:
         real = np.c_[real, np.zeros(len(real))]
         fake = np.c_[fake, np.zeros(len(fake))]
@@ -45,4 +48,5 @@ def scatter_samples(real: np.ndarray, fake: np.ndarray, title: str = ""):
 
 
 def close(fig) -> None:
-    plt.close(fig)
+    """Release a figure's drawing state (pyplot never held it)."""
+    fig.clear()

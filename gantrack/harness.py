@@ -119,10 +119,19 @@ def build_gan(cfg: Config, real: torch.Tensor | None = None) -> GAN:
     """
     if real is None:
         real = _load_real(cfg)
-    torch.manual_seed(cfg.seed)  # parameter initialisation
-    D, G = models.build(cfg, 0 if cfg.model == "dcgan" else data.data_dim(cfg.dataset))
-    gan = GAN(cfg, family(cfg.loss, cfg.clip_eps), D, G, _optimizer(cfg, D.parameters()),
-              _optimizer(cfg, G.parameters()), torch.Generator().manual_seed(cfg.seed), real)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global stream is left as it was
+        torch.manual_seed(cfg.seed)
+        D, G = models.build(cfg, 0 if cfg.model == "dcgan" else data.data_dim(cfg.dataset))
+    gan = GAN(
+        cfg,
+        family(cfg.loss, cfg.clip_eps),
+        D,
+        G,
+        _optimizer(cfg, D.parameters()),
+        _optimizer(cfg, G.parameters()),
+        torch.Generator().manual_seed(cfg.seed),
+        real,
+    )
     if cfg.probes:
         gan.d_before = copy.deepcopy(D).requires_grad_(False)
     return gan
@@ -188,14 +197,20 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
     D.requires_grad_(True)
 
     out_real, out_fake, out_gen = out_real.detach(), out_fake.detach(), out_gen.detach()
-    m.update({
-        C.D_REAL: d_real.detach(), C.D_FAKE: d_fake.detach(),
-        # the mean of the two halves (what a joint batch reports); the book logs d1, d2 apart
-        C.D_LOSS: 0.5 * (d_real.detach() + d_fake.detach()), C.G_LOSS: g.detach(),
-        C.ACC_REAL: (out_real > fam.threshold).float().mean(),
-        C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
-        C.PROB_REAL: out_real.mean(), C.PROB_FAKE: out_fake.mean(), C.PROB_GEN: out_gen.mean(),
-    })
+    m.update(
+        {
+            C.D_REAL: d_real.detach(),
+            C.D_FAKE: d_fake.detach(),
+            # the mean of the two halves (what a joint batch reports); the book logs d1, d2 apart
+            C.D_LOSS: 0.5 * (d_real.detach() + d_fake.detach()),
+            C.G_LOSS: g.detach(),
+            C.ACC_REAL: (out_real > fam.threshold).float().mean(),
+            C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
+            C.PROB_REAL: out_real.mean(),
+            C.PROB_FAKE: out_fake.mean(),
+            C.PROB_GEN: out_gen.mean(),
+        }
+    )
     if gan.d_before is not None:
         x_gen = x_gen.detach()
         with torch.no_grad():  # the probe passes: no gradients, running statistics untouched (scratch)
@@ -204,9 +219,13 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
             with d_as_in_g_step(gan.d_before, cfg):  # D before its update, in the G step's context
                 score_dbatch_before_gctx = gan.d_before(fake)
                 score_gbatch_before = gan.d_before(x_gen)
-        gan.cells = {"dbatch_before": score_fake.detach(), "dbatch_before_gctx": score_dbatch_before_gctx,
-                     "dbatch_after": score_dbatch_after, "gbatch_before": score_gbatch_before,
-                     "gbatch_after": score_gen.detach()}
+        gan.cells = {
+            "dbatch_before": score_fake.detach(),
+            "dbatch_before_gctx": score_dbatch_before_gctx,
+            "dbatch_after": score_dbatch_after,
+            "gbatch_before": score_gbatch_before,
+            "gbatch_after": score_gen.detach(),
+        }
         for name, score in gan.cells.items():
             out = fam.output(score)
             m[C.probe_key(name, "p")] = out.mean()
@@ -231,10 +250,12 @@ def _run_name(cfg: Config) -> str:
 
 def _description(cfg: Config, steps: int) -> str:
     what = PRESETS[cfg.scenario][0] if cfg.scenario in PRESETS else f"Scenario {cfg.scenario}."
-    return (f"{what} Loss family `{cfg.loss}`, schedule `{cfg.schedule}`, arch `{cfg.arch}`, width {cfg.width}, "
-            f"seed {cfg.seed}, {steps} steps. Every loss component is logged each step (`loss/*`, `acc/*`, "
-            f"`prob/*`, `grad/*`{', and the 2x2 `probe/*` grid' if cfg.probes else ''}); "
-            "analysis results appear as `osc/*` and `explain/*`.")
+    return (
+        f"{what} Loss family `{cfg.loss}`, schedule `{cfg.schedule}`, arch `{cfg.arch}`, width {cfg.width}, "
+        f"seed {cfg.seed}, {steps} steps. Every loss component is logged each step (`loss/*`, `acc/*`, "
+        f"`prob/*`, `grad/*`{', and the 2x2 `probe/*` grid' if cfg.probes else ''}); "
+        "analysis results appear as `osc/*` and `explain/*`."
+    )
 
 
 class _Samples:
@@ -256,7 +277,7 @@ class _Samples:
             tiles = np.ones((side * side, 28, 28), dtype=np.float32)
             tiles[:n] = (x[:, 0] + 1) / 2
             grid = tiles.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)
-            figures.plt.imsave(path, 1 - grid, cmap="gray", vmin=0, vmax=1)
+            figures.imsave(path, 1 - grid, cmap="gray", vmin=0, vmax=1)
         else:
             fig = figures.scatter_samples(self.reference, x, f"step {step}")
             fig.savefig(path, dpi=80)
@@ -264,12 +285,16 @@ class _Samples:
         return path
 
 
-def train(config: Config, tracking_uri: str | None = None, quiet: bool = False,
-          parent_run_id: str | None = None) -> str:
+def train(
+    config: Config, tracking_uri: str | None = None, quiet: bool = False, parent_run_id: str | None = None
+) -> str:
     """Train ``config`` and log everything to MLflow; returns the run id.
 
     The tracking store is MLflow's default (sqlite ``./mlflow.db``, artifacts ``./mlruns``)
-    unless ``tracking_uri`` or ``MLFLOW_TRACKING_URI`` names another. A run that fails ends
+    unless ``tracking_uri`` or ``MLFLOW_TRACKING_URI`` names another. The process is left as it was
+    found: torch's global random stream and thread count are restored; only while training on an
+    http(s) store are MLflow's HTTP retry settings (``MLFLOW_HTTP_REQUEST_*``, where unset) shortened
+    in the environment, so a dead server costs seconds, not minutes. A run that fails ends
     FAILED with the reason in the ``gantrack.failure`` tag; Ctrl-C ends it KILLED. With
     ``checkpoint_every`` > 0 the run can be continued after a crash with ``resume(run_id)``.
     """
@@ -282,11 +307,19 @@ def train(config: Config, tracking_uri: str | None = None, quiet: bool = False,
     mlclient = tracking.client(uri)
     exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)
     steps = total_steps(cfg, None if real is None else len(real))
-    tags = {"gantrack.scenario": cfg.scenario, "gantrack.loss": cfg.loss, "gantrack.dataset": cfg.dataset,
-            "gantrack.seed": str(cfg.seed), "gantrack.version": __version__, "gantrack.arch": cfg.arch,
-            "gantrack.schedule": cfg.schedule, "gantrack.d_bn_in_g_step": cfg.d_bn_in_g_step,
-            "gantrack.config_hash": cfg.config_hash(),
-            "gantrack.steps": str(steps), "mlflow.note.content": _description(cfg, steps)}
+    tags = {
+        "gantrack.scenario": cfg.scenario,
+        "gantrack.loss": cfg.loss,
+        "gantrack.dataset": cfg.dataset,
+        "gantrack.seed": str(cfg.seed),
+        "gantrack.version": __version__,
+        "gantrack.arch": cfg.arch,
+        "gantrack.schedule": cfg.schedule,
+        "gantrack.d_bn_in_g_step": cfg.d_bn_in_g_step,
+        "gantrack.config_hash": cfg.config_hash(),
+        "gantrack.steps": str(steps),
+        "mlflow.note.content": _description(cfg, steps),
+    }
     commit = tracking.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -344,8 +377,7 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
         gan.G.load_state_dict(state["G"])
         gan.opt_d.load_state_dict(state["opt_d"])
         gan.opt_g.load_state_dict(state["opt_g"])
-        gan.gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
+        gan.gen.set_state(state["gen"])  # the only stream training draws from
         tracking.retry(mlclient.update_run, run_id, status="RUNNING")
         tracking.retry(mlclient.set_tag, run_id, "gantrack.resumed_from_step", str(state["step"]))
         gan.per_sample_state = state.get("per_sample")
@@ -358,28 +390,43 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
 def checkpoint_path(cfg: Config, run_id: str) -> Path:
     import os
 
-    root = Path(cfg.checkpoint_dir or os.environ.get("GANTRACK_CHECKPOINT_DIR")
-                or Path.home() / ".cache" / "gantrack" / "checkpoints")
+    root = Path(
+        cfg.checkpoint_dir
+        or os.environ.get("GANTRACK_CHECKPOINT_DIR")
+        or Path.home() / ".cache" / "gantrack" / "checkpoints"
+    )
     return root / f"{run_id}.pt"
 
 
 def _save_checkpoint(path: Path, gan: GAN, step: int, history: dict, per_sample: PerSampleRecorder | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "D": gan.D.state_dict(), "G": gan.G.state_dict(), "opt_d": gan.opt_d.state_dict(),
-                "opt_g": gan.opt_g.state_dict(), "gen": gan.gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history, "per_sample": per_sample.state() if per_sample else None}, tmp)
+    torch.save(
+        {
+            "step": step,
+            "D": gan.D.state_dict(),
+            "G": gan.G.state_dict(),
+            "opt_d": gan.opt_d.state_dict(),
+            "opt_g": gan.opt_g.state_dict(),
+            "gen": gan.gen.get_state(),
+            "history": history,
+            "per_sample": per_sample.state() if per_sample else None,
+        },
+        tmp,
+    )
     tmp.replace(path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
 def _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup) -> None:
     """Run the loop; on any failure end the run FAILED (Ctrl-C: KILLED) with the reason as a tag."""
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     buffer = tracking.MetricBuffer(mlclient, run_id, uri=uri)
     try:
-        gan, start, history = setup()
-        _loop(cfg, mlclient, run_id, buffer, gan, start, steps, history, quiet)
+        with tracking.fail_fast_http(uri):
+            gan, start, history = setup()
+            _loop(cfg, mlclient, run_id, buffer, gan, start, steps, history, quiet)
     except BaseException as e:
         status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
@@ -390,22 +437,43 @@ def _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup) -> None:
         except Exception:  # the store itself is gone: the spool file (if any) holds the metrics
             pass
         raise
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan: GAN, start: int, steps: int,
-          history: dict[str, list[float]], quiet: bool) -> None:
+def _loop(
+    cfg: Config,
+    mlclient,
+    run_id: str,
+    buffer: tracking.MetricBuffer,
+    gan: GAN,
+    start: int,
+    steps: int,
+    history: dict[str, list[float]],
+    quiet: bool,
+) -> None:
     from tqdm import tqdm
 
     samples = _Samples(gan)
     per_sample = None
     if cfg.probes and cfg.per_sample_probes:
-        per_sample = (PerSampleRecorder.from_state(gan.per_sample_state, steps) if gan.per_sample_state
-                      else PerSampleRecorder(steps - start + 1))
+        per_sample = (
+            PerSampleRecorder.from_state(gan.per_sample_state, steps)
+            if gan.per_sample_state
+            else PerSampleRecorder(steps - start + 1)
+        )
     ckpt = checkpoint_path(cfg, run_id) if cfg.checkpoint_every else None
     # with checkpoints, metrics are written only right after one, so a resumed run re-logs nothing
     flush_every = cfg.checkpoint_every or cfg.flush_every
-    bar = tqdm(total=steps, initial=start - 1, disable=quiet, file=sys.stderr, desc=_run_name(cfg), unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=steps,
+        initial=start - 1,
+        disable=quiet,
+        file=sys.stderr,
+        desc=_run_name(cfg),
+        unit="step",
+        dynamic_ncols=True,
+    )
     with tempfile.TemporaryDirectory(prefix="gantrack-") as tmp:
         tmpdir = Path(tmp)
         keys: list[str] | None = None
@@ -425,8 +493,9 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
                 tracking.best_effort(mlclient.set_tag, run_id, "gantrack.nonfinite_step", str(step))
                 if not cfg.allow_nan:
                     buffer.flush()
-                    raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {step} "
-                                           "(rerun with --allow-nan to continue)")
+                    raise TrainingDiverged(
+                        f"non-finite {', '.join(bad)} at step {step} (rerun with --allow-nan to continue)"
+                    )
             if ckpt is not None and step % cfg.checkpoint_every == 0:
                 _save_checkpoint(ckpt, gan, step, history, per_sample)
             if step % flush_every == 0:
@@ -437,8 +506,9 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
             if cfg.sample_every and step % cfg.sample_every == 0:
                 tracking.best_effort(mlclient.log_artifact, run_id, str(samples.save(gan, step, tmpdir)), "samples")
             if not quiet and (step % 10 == 0 or step == steps):
-                bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in ("loss/d_real", "loss/d_fake", "loss/g")},
-                                refresh=False)
+                bar.set_postfix(
+                    {k[5:]: f"{history[k][-1]:.3f}" for k in ("loss/d_real", "loss/d_fake", "loss/g")}, refresh=False
+                )
             bar.update(1)
         bar.close()
         spool = buffer.close(final_status="FINISHED")
@@ -455,8 +525,17 @@ def _loop(cfg: Config, mlclient, run_id: str, buffer: tracking.MetricBuffer, gan
             ckpt.unlink(missing_ok=True)
 
 
-def _finish(cfg, mlclient, run_id, gan: GAN, samples: _Samples, steps: int, history, tmpdir: Path,
-            per_sample: PerSampleRecorder | None) -> None:
+def _finish(
+    cfg,
+    mlclient,
+    run_id,
+    gan: GAN,
+    samples: _Samples,
+    steps: int,
+    history,
+    tmpdir: Path,
+    per_sample: PerSampleRecorder | None,
+) -> None:
     """Final artifacts (curves, last samples, weights, per-sample probes) and the FINISHED status."""
     if per_sample is not None:
         folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)

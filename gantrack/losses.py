@@ -15,11 +15,12 @@ All functions accept torch tensors (float32 or float64).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
+from .contract import LOSS_FAMILIES
 from .errors import GantrackError
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -84,37 +85,57 @@ def family(name: str, eps: float = 1e-7) -> LossFamily:
         return _bce_family(name, eps, saturating=True)
     if name == "lsgan":  # labels 0 (fake) and 1 (real) on a linear output; no 1/2 factor
         return LossFamily(
-            name=name, output=_identity,
-            d_real=lambda o: (o - 1.0) ** 2, d_fake=lambda o: o ** 2, g=lambda o: (o - 1.0) ** 2,
-            d_fake_prime=lambda o: 2.0 * o, g_prime=lambda o: 2.0 * (o - 1.0),
-            inv_d_fake=torch.sqrt, inv_g=lambda loss: 1.0 - torch.sqrt(loss),
-            threshold=0.5, probability=False,
+            name=name,
+            output=_identity,
+            d_real=lambda o: (o - 1.0) ** 2,
+            d_fake=lambda o: o**2,
+            g=lambda o: (o - 1.0) ** 2,
+            d_fake_prime=lambda o: 2.0 * o,
+            g_prime=lambda o: 2.0 * (o - 1.0),
+            inv_d_fake=torch.sqrt,
+            inv_g=lambda loss: 1.0 - torch.sqrt(loss),
+            threshold=0.5,
+            probability=False,
         )
     if name == "wgan-gp":  # critic c; the gradient penalty is added to D's loss only
         return LossFamily(
-            name=name, output=_identity,
-            d_real=lambda c: -c, d_fake=_identity, g=lambda c: -c,
-            d_fake_prime=torch.ones_like, g_prime=lambda c: -torch.ones_like(c),
-            inv_d_fake=_identity, inv_g=lambda loss: -loss,
-            threshold=0.0, probability=False, gradient_penalty=True,
+            name=name,
+            output=_identity,
+            d_real=lambda c: -c,
+            d_fake=_identity,
+            g=lambda c: -c,
+            d_fake_prime=torch.ones_like,
+            g_prime=lambda c: -torch.ones_like(c),
+            inv_d_fake=_identity,
+            inv_g=lambda loss: -loss,
+            threshold=0.0,
+            probability=False,
+            gradient_penalty=True,
         )
     if name == "hinge":
         return LossFamily(
-            name=name, output=_identity,
-            d_real=lambda c: torch.relu(1.0 - c), d_fake=lambda c: torch.relu(1.0 + c), g=lambda c: -c,
+            name=name,
+            output=_identity,
+            d_real=lambda c: torch.relu(1.0 - c),
+            d_fake=lambda c: torch.relu(1.0 + c),
+            g=lambda c: -c,
             # d_fake' is 1 where 1 + c > 0 and 0 elsewhere: there the gain is infinite (d_fake is flat)
-            d_fake_prime=lambda c: (c > -1.0).to(c.dtype), g_prime=lambda c: -torch.ones_like(c),
-            inv_d_fake=lambda loss: loss - 1.0, inv_g=lambda loss: -loss,
-            threshold=0.0, probability=False,
+            d_fake_prime=lambda c: (c > -1.0).to(c.dtype),
+            g_prime=lambda c: -torch.ones_like(c),
+            inv_d_fake=lambda loss: loss - 1.0,
+            inv_g=lambda loss: -loss,
+            threshold=0.0,
+            probability=False,
         )
-    raise GantrackError(f"unknown loss {name!r}; choose one of: nsgan, minimax, lsgan, wgan-gp, hinge")
+    raise GantrackError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_FAMILIES)}")
 
 
-def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     gen: torch.Generator) -> torch.Tensor:
+def gradient_penalty(
+    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x c(x_hat)||_2 - 1)^2] on random interpolates."""
     n = min(len(real), len(fake))
     alpha = torch.rand((n,) + (1,) * (real.dim() - 1), generator=gen)
     x_hat = (alpha * real[:n] + (1 - alpha) * fake[:n]).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()

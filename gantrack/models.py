@@ -30,8 +30,9 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                            False, 0.0, self.eps)
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
         with torch.no_grad():
             decay = 1.0 - self.momentum
             var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)  # Keras: unbiased sample variance

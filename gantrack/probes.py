@@ -45,8 +45,9 @@ class PerSampleRecorder:
     def _grow(self, extra: int) -> None:
         self.capacity += extra
         self.steps = np.concatenate([self.steps, np.zeros(extra, dtype=np.int64)])
-        self.cells = {k: np.concatenate([v, np.zeros((extra, v.shape[1]), dtype=np.float32)])
-                      for k, v in self.cells.items()}
+        self.cells = {
+            k: np.concatenate([v, np.zeros((extra, v.shape[1]), dtype=np.float32)]) for k, v in self.cells.items()
+        }
 
     def state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint keeps (tensors, so ``torch.load(weights_only=True)`` reads it back)."""
@@ -55,7 +56,7 @@ class PerSampleRecorder:
         return out
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], capacity: int) -> "PerSampleRecorder":
+    def from_state(cls, state: dict[str, torch.Tensor], capacity: int) -> PerSampleRecorder:
         rec = cls(max(capacity, len(state.get("steps", ()))))
         n = len(state.get("steps", ()))
         rec.steps[:n] = state["steps"].numpy() if n else []
@@ -84,8 +85,10 @@ def read_per_sample(source: str | Path | bytes) -> dict[str, np.ndarray]:
         with np.load(data, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise GantrackError(f"per-sample artifact is unreadable ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else 'truncated'})") from None
+        raise GantrackError(
+            f"per-sample artifact is unreadable ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'truncated'})"
+        ) from None
     steps = arrays.get("steps")
     if steps is None or steps.ndim != 1:
         raise GantrackError("per-sample artifact has no steps array")

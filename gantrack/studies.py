@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .config import preset
+from .contract import LOSS_FAMILIES
 from .errors import GantrackError
 from .sweep import run_configs
 
 CHAPTER10 = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
-FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")
+FAMILIES = LOSS_FAMILIES
 QUICK = dict(width=0.125, d_width=0.5, sample_every=150)  # G 16, D 32 channels: ~1.5 min a run on one core
 
 
 # --- the tutorial's descriptions, as checks -------------------------------------------------------
+
 
 def _late(wide: pd.DataFrame, frac: float = 0.5) -> pd.DataFrame:
     return wide[wide.index > wide.index.min() + frac * (wide.index.max() - wide.index.min())]
@@ -42,35 +43,67 @@ def tutorial_checks(runset) -> pd.DataFrame:
         late = _late(wide)
         seed = run.get("tags.gantrack.seed")
 
-        def add(stat, says, value, ok):
-            rows.append({"scenario": scenario, "seed": seed, "statistic": stat, "tutorial": says,
-                         "measured": value, "agrees": ok})
+        def add(stat, says, value, ok, scenario=scenario, seed=seed):  # bound now: called within this iteration
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "seed": seed,
+                    "statistic": stat,
+                    "tutorial": says,
+                    "measured": value,
+                    "agrees": ok,
+                }
+            )
 
         d = late[["loss/d_real", "loss/d_fake"]].mean()
         if scenario in ("stable", "mode-collapse"):
-            add("mean d_real, d_fake (2nd half)", "about 0.5-0.8" if scenario == "stable" else "(no figure given)",
+            add(
+                "mean d_real, d_fake (2nd half)",
+                "about 0.5-0.8" if scenario == "stable" else "(no figure given)",
                 f"{d['loss/d_real']:.2f}, {d['loss/d_fake']:.2f}",
-                bool((d.between(0.5, 0.8)).all()) if scenario == "stable" else None)
-            add("mean g (2nd half)", "1.0-2.0" if scenario == "stable" else "(no figure given)",
-                f"{late['loss/g'].mean():.2f}", bool(1.0 <= late["loss/g"].mean() <= 2.0) if scenario == "stable" else None)
+                bool((d.between(0.5, 0.8)).all()) if scenario == "stable" else None,
+            )
+            add(
+                "mean g (2nd half)",
+                "1.0-2.0" if scenario == "stable" else "(no figure given)",
+                f"{late['loss/g'].mean():.2f}",
+                bool(1.0 <= late["loss/g"].mean() <= 2.0) if scenario == "stable" else None,
+            )
             acc = late[["acc/real", "acc/fake"]].mean().mean()
-            add("mean D accuracy (2nd half)", "70-80 %" if scenario == "stable" else "(no figure given)",
-                f"{100 * acc:.0f} %", bool(0.7 <= acc <= 0.8) if scenario == "stable" else None)
+            add(
+                "mean D accuracy (2nd half)",
+                "70-80 %" if scenario == "stable" else "(no figure given)",
+                f"{100 * acc:.0f} %",
+                bool(0.7 <= acc <= 0.8) if scenario == "stable" else None,
+            )
         elif scenario == "convergence-failure":
             low = wide["loss/d"] < 0.05
             # first step from which loss/d stays below 0.05 until the end
             stays = low[::-1].cumprod()[::-1].astype(bool)
             first = int(stays.idxmax()) if stays.any() else None
-            add("step from which loss/d < 0.05 for good", "within 20-30 steps, then stays near 0",
-                str(first) if first else "never", first is not None and first <= 30)
-            add("mean loss/d, g (2nd half)", "d ≈ 0", f"{late['loss/d'].mean():.3f}, {late['loss/g'].mean():.2f}",
-                bool(late["loss/d"].mean() < 0.05))
+            add(
+                "step from which loss/d < 0.05 for good",
+                "within 20-30 steps, then stays near 0",
+                str(first) if first else "never",
+                first is not None and first <= 30,
+            )
+            add(
+                "mean loss/d, g (2nd half)",
+                "d ≈ 0",
+                f"{late['loss/d'].mean():.3f}, {late['loss/g'].mean():.2f}",
+                bool(late["loss/d"].mean() < 0.05),
+            )
         elif scenario == "convergence-failure-adam":
-            add("mean d_real, d_fake (2nd half)", "near 0", f"{d['loss/d_real']:.3f}, {d['loss/d_fake']:.3f}",
-                bool((d < 0.1).all()))
+            add(
+                "mean d_real, d_fake (2nd half)",
+                "near 0",
+                f"{d['loss/d_real']:.3f}, {d['loss/d_fake']:.3f}",
+                bool((d < 0.1).all()),
+            )
             gmax = float(late["loss/g"].max())
-            add("g in the 2nd half (mean, max)", "climbs past 10", f"{late['loss/g'].mean():.2f}, {gmax:.2f}",
-                gmax > 10)
+            add(
+                "g in the 2nd half (mean, max)", "climbs past 10", f"{late['loss/g'].mean():.2f}, {gmax:.2f}", gmax > 10
+            )
     return pd.DataFrame(rows)
 
 
@@ -80,33 +113,57 @@ def _checks_markdown(checks: pd.DataFrame) -> str:
     t = checks.copy()
     t["agrees"] = t["agrees"].map({True: "yes", False: "**no**", None: "—"})
     lines = ["| scenario | seed | statistic | tutorial | measured | agrees |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.scenario} | {r.seed} | {r.statistic} | {r.tutorial} | {r.measured} | {r.agrees} |"
-              for r in t.itertuples()]
+    lines += [
+        f"| {r.scenario} | {r.seed} | {r.statistic} | {r.tutorial} | {r.measured} | {r.agrees} |"
+        for r in t.itertuples()
+    ]
     n_ok = int((checks["agrees"] == True).sum())  # noqa: E712
     n_all = int(checks["agrees"].notna().sum())
     return "\n".join(lines) + f"\n\n{n_ok} of {n_all} checkable statements agree with the tutorial."
 
 
-def chapter10(experiment: str = "chapter10", seeds=(1, 2), quick: bool = True, tracking_uri: str | None = None,
-              out_dir: str | Path | None = None, workers: int = 2, progress: bool = True):
+def chapter10(
+    experiment: str = "chapter10",
+    seeds=(1, 2),
+    quick: bool = True,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+):
     """Train (or reuse) the chapter-10 scenarios over ``seeds`` and write the comparative report."""
     from .analysis import load_runs
     from .analysis.report import build_report
 
     if not seeds:
         raise GantrackError("chapter10 needs at least one seed")
-    configs = [preset(s).replace(experiment=experiment, seed=int(seed), **(QUICK if quick else {}))
-               for s in CHAPTER10 for seed in seeds]
+    configs = [
+        preset(s).replace(experiment=experiment, seed=int(seed), **(QUICK if quick else {}))
+        for s in CHAPTER10
+        for seed in seeds
+    ]
     run_configs(configs, tracking_uri, workers, progress)
     rs = load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
     checks = tutorial_checks(rs)
-    return build_report(experiment, tracking_uri, out_dir, runset=rs, progress=progress,
-                        extra_sections=[("The scenarios beside the tutorial", _checks_markdown(checks))])
+    return build_report(
+        experiment,
+        tracking_uri,
+        out_dir,
+        runset=rs,
+        progress=progress,
+        extra_sections=[("The scenarios beside the tutorial", _checks_markdown(checks))],
+    )
 
 
-def loss_families(experiment: str = "loss-families", seeds=(1,), quick: bool = True,
-                  tracking_uri: str | None = None, out_dir: str | Path | None = None, workers: int = 2,
-                  progress: bool = True):
+def loss_families(
+    experiment: str = "loss-families",
+    seeds=(1,),
+    quick: bool = True,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+):
     """The stable setup under all five loss families (WGAN-GP with 5 critic steps, lr 1e-4, β1 0)."""
     from .analysis.report import build_report
 
@@ -114,8 +171,11 @@ def loss_families(experiment: str = "loss-families", seeds=(1,), quick: bool = T
     for fam in FAMILIES:
         extra = dict(n_critic=5, lr=1e-4, beta1=0.0, beta2=0.9) if fam == "wgan-gp" else {}
         for seed in seeds:
-            configs.append(preset("stable").replace(experiment=experiment, loss=fam, seed=int(seed),
-                                                    **(QUICK if quick else {}), **extra))
+            configs.append(
+                preset("stable").replace(
+                    experiment=experiment, loss=fam, seed=int(seed), **(QUICK if quick else {}), **extra
+                )
+            )
     run_configs(configs, tracking_uri, workers, progress)
     return build_report(experiment, tracking_uri, out_dir, progress=progress)
 
@@ -138,8 +198,16 @@ def study_arguments(description: str, seeds: str, experiment: str):
 def summarise_families(summary: pd.DataFrame) -> pd.DataFrame:
     """Per family: measured link vs the law and the simple law (medians over runs), and how often the law holds."""
     s = summary[summary["reason"] == ""]
-    return s.groupby("family").agg(runs=("run_id", "size"), p_bar=("p_bar", "median"),
-                                   predicted_link_simple=("predicted_link_simple", "median"),
-                                   predicted_link=("predicted_link", "median"), link=("link", "median"),
-                                   link_error=("link_error", "median"),
-                                   holds=("law_verdict", lambda x: int((x == "holds").sum()))).reset_index()
+    return (
+        s.groupby("family")
+        .agg(
+            runs=("run_id", "size"),
+            p_bar=("p_bar", "median"),
+            predicted_link_simple=("predicted_link_simple", "median"),
+            predicted_link=("predicted_link", "median"),
+            link=("link", "median"),
+            link_error=("link_error", "median"),
+            holds=("law_verdict", lambda x: int((x == "holds").sum())),
+        )
+        .reset_index()
+    )

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from . import tracking
-from .config import Config, apply_overrides, validate
+from .config import RUN_SETTINGS, Config, apply_overrides, load_toml, validate
 from .errors import GantrackError
 
 CHECKPOINT_EVERY = 50  # sweeps checkpoint by default so a killed sweep resumes its runs
@@ -45,10 +45,20 @@ def expand_grid(base: Config, grid: dict[str, list[Any]]) -> list[Config]:
         cfg = base
         if "preset" in values:
             name = values.pop("preset")
-            kept = {k: getattr(base, k) for k in ("experiment", "checkpoint_every", "checkpoint_dir", "threads")}
+            kept = {k: getattr(base, k) for k in RUN_SETTINGS}
             cfg = preset(str(name)).replace(**kept)
         out.append(validate(apply_overrides(cfg, values)))
     return out
+
+
+def load_sweep_file(path: str) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """A sweep TOML: config fields (``preset = ...`` allowed) and a ``[grid]`` table of lists.
+    Returns (config values, grid); a scalar grid value is a one-point axis."""
+    values = load_toml(path, tables=("grid",))
+    grid = values.pop("grid", {})
+    if not isinstance(grid, dict):
+        raise GantrackError("grid must be a table: [grid] seed = [1, 2]")
+    return values, {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -100,8 +110,13 @@ def _work(kind: str, cfg: Config, uri: str, run_id: str | None, parent: str | No
     return train(cfg, tracking_uri=uri, quiet=True, parent_run_id=parent)
 
 
-def run_configs(configs: list[Config], tracking_uri: str | None = None, workers: int = 2, progress: bool = True,
-                parent_run_id: str | None = None) -> list[str]:
+def run_configs(
+    configs: list[Config],
+    tracking_uri: str | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    parent_run_id: str | None = None,
+) -> list[str]:
     """Train every config not already FINISHED in its experiment; run ids in the configs' order
     (failed runs are left out and reported)."""
     from tqdm import tqdm
@@ -116,8 +131,9 @@ def run_configs(configs: list[Config], tracking_uri: str | None = None, workers:
     for cfg in configs:
         cfg = validate(cfg)
         exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # creates the DB once, up front
-        found = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}'",
-                               max_results=100)
+        found = tracking.retry(
+            mlclient.search_runs, [exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}'", max_results=100
+        )
         done = [r for r in found if r.info.status == "FINISHED"]
         ids.append(done[0].info.run_id if done else None)
         if done:
@@ -128,9 +144,11 @@ def run_configs(configs: list[Config], tracking_uri: str | None = None, workers:
         else:
             todo.append((len(ids) - 1, "train", cfg, None))
     if progress and len(configs) > len(todo):
-        print(f"reusing {len(configs) - len(todo)} finished run(s); "
-              f"{sum(t[1] == 'resume' for t in todo)} to resume, {sum(t[1] == 'train' for t in todo)} to train",
-              flush=True)
+        print(
+            f"reusing {len(configs) - len(todo)} finished run(s); "
+            f"{sum(t[1] == 'resume' for t in todo)} to resume, {sum(t[1] == 'train' for t in todo)} to train",
+            flush=True,
+        )
     if not todo:
         return [i for i in ids if i is not None]
     threads = max(1, (os.cpu_count() or 2) // max(1, min(workers, len(todo))))
@@ -138,8 +156,10 @@ def run_configs(configs: list[Config], tracking_uri: str | None = None, workers:
     bar = tqdm(total=len(todo), disable=not progress, desc="runs", unit="run")
     pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), initializer=_worker_init)
     try:
-        futures = {pool.submit(_work, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id):
-                   (i, cfg) for i, kind, cfg, rid in todo}
+        futures = {
+            pool.submit(_work, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id): (i, cfg)
+            for i, kind, cfg, rid in todo
+        }
         for fut in as_completed(futures):
             i, cfg = futures[fut]
             try:
@@ -155,13 +175,21 @@ def run_configs(configs: list[Config], tracking_uri: str | None = None, workers:
         pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     if errors:
-        print(f"{len(errors)} run(s) failed (re-run the same command to retry them):\n  " + "\n  ".join(errors),
-              flush=True)
+        print(
+            f"{len(errors)} run(s) failed (re-run the same command to retry them):\n  " + "\n  ".join(errors),
+            flush=True,
+        )
     return [i for i in ids if i is not None]
 
 
-def sweep(base: Config, grid: dict[str, list[Any]], tracking_uri: str | None = None, workers: int = 2,
-          name: str | None = None, progress: bool = True) -> dict[str, Any]:
+def sweep(
+    base: Config,
+    grid: dict[str, list[Any]],
+    tracking_uri: str | None = None,
+    workers: int = 2,
+    name: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train the grid under a parent run; returns {"parent": run id, "runs": [...], "failed": n}."""
     if base.checkpoint_every == 0:
         base = base.replace(checkpoint_every=CHECKPOINT_EVERY)
@@ -171,23 +199,32 @@ def sweep(base: Config, grid: dict[str, list[Any]], tracking_uri: str | None = N
     mlclient = tracking.client(uri)
     exp_id = tracking.get_or_create_experiment(mlclient, base.experiment)
     label = name or ("sweep-" + "-".join(sorted(grid)) if grid else "sweep")
-    key = hashlib.sha256(json.dumps({"grid": grid, "base": base.config_hash()}, sort_keys=True,
-                                    default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps({"grid": grid, "base": base.config_hash()}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
     existing = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.sweep_key` = '{key}'", max_results=1)
     if existing:
         parent = existing[0].info.run_id
         tracking.retry(mlclient.update_run, parent, status="RUNNING")
     else:
-        parent = tracking.retry(mlclient.create_run, exp_id, run_name=label, tags={
-            "gantrack.kind": "sweep", "gantrack.sweep_key": key,
-            "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
-                                   f"({len(configs)} runs)"}).info.run_id
+        parent = tracking.retry(
+            mlclient.create_run,
+            exp_id,
+            run_name=label,
+            tags={
+                "gantrack.kind": "sweep",
+                "gantrack.sweep_key": key,
+                "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
+                f"({len(configs)} runs)",
+            },
+        ).info.run_id
     t0 = time.time()
     try:
         ids = run_configs(configs, uri, workers, progress, parent_run_id=parent)
     except BaseException as e:  # Ctrl-C, SIGTERM, a store error: the parent run does not stay RUNNING
-        tracking.best_effort(mlclient.set_terminated, parent, "KILLED" if isinstance(e, KeyboardInterrupt)
-                             else "FAILED")
+        tracking.best_effort(
+            mlclient.set_terminated, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        )
         raise
     failed = len(configs) - len(ids)
     tracking.retry(mlclient.set_tag, parent, "gantrack.sweep_result", f"{len(ids)} finished, {failed} failed")

@@ -18,9 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import GantrackError
 
@@ -42,7 +44,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
     uri = uri or default_tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # a relative sqlite path: pin it to the current directory now, not whenever MLflow resolves it
-        path = uri[len("sqlite:///"):]
+        path = uri[len("sqlite:///") :]
         if path and not path.startswith(":memory:"):
             uri = "sqlite:///" + str(Path(path).resolve())
     return uri
@@ -58,13 +60,15 @@ def check_reachable(uri: str) -> None:
         except requests.RequestException as e:
             raise GantrackError(f"tracking server {uri} is unreachable: {type(e).__name__}") from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+        folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise GantrackError(f"tracking URI {uri}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise GantrackError(f"tracking URI {uri}: folder {folder} is not writable")
     elif "://" not in uri and not uri.startswith("file:"):
-        raise GantrackError(f"tracking URI {uri!r} is not a URI (try sqlite:///path/mlflow.db or http://127.0.0.1:5000)")
+        raise GantrackError(
+            f"tracking URI {uri!r} is not a URI (try sqlite:///path/mlflow.db or http://127.0.0.1:5000)"
+        )
 
 
 def client(uri: str):
@@ -99,8 +103,9 @@ def get_or_create_experiment(mlclient, name: str) -> str:
 def git_commit() -> str | None:
     """The commit of the gantrack checkout (when installed from one), for the run's tags."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -116,8 +121,19 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-TRANSIENT = ("database is locked", "database table is locked", "connection", "timed out", "timeout",
-             "max retries", "temporarily unavailable", "502", "503", "504", "refused")
+TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "connection",
+    "timed out",
+    "timeout",
+    "max retries",
+    "temporarily unavailable",
+    "502",
+    "503",
+    "504",
+    "refused",
+)
 
 
 def _transient(e: Exception) -> bool:
@@ -145,13 +161,40 @@ def best_effort(fn, *args, **kwargs) -> bool:
         fn(*args, **kwargs)
         return True
     except Exception as e:
-        log.warning("MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn),
-                    str(e).splitlines()[0][:200])
+        log.warning(
+            "MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn), str(e).splitlines()[0][:200]
+        )
         return False
 
 
 def spool_dir() -> Path:
     return Path(os.environ.get("GANTRACK_SPOOL_DIR") or Path.home() / ".cache" / "gantrack" / "spool")
+
+
+@contextmanager
+def scoped_env(**values: str):
+    """Set environment variables (only those the user has not set) for the block; restore after.
+
+    MLflow reads some settings from the environment at each request, and threads share it, so this
+    changes the process's environment while the block runs — callers say so in their docstrings.
+    """
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def fail_fast_http(uri: str):
+    """MLflow's own HTTP retries back off for minutes; during training a failed write should come
+    back quickly so the metrics are kept and retried by ``MetricBuffer`` instead."""
+    if not uri.startswith(("http://", "https://")):
+        return nullcontext()
+    return scoped_env(
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1", MLFLOW_HTTP_REQUEST_TIMEOUT="10"
+    )
 
 
 class MetricBuffer:
@@ -176,11 +219,6 @@ class MetricBuffer:
         self._lock = threading.Lock()  # guards ``pending`` between the loop and the writer thread
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
-        if uri.startswith(("http://", "https://")):
-            # MLflow's own HTTP retries back off for minutes; fail fast and keep the metrics instead
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     def add(self, step: int, values: Iterable[tuple[str, float]], timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -221,9 +259,14 @@ class MetricBuffer:
         try:
             # at most 1000 metrics per call (MLflow's REST limit); a retry resends little
             while sent < len(batch):
-                chunk = batch[sent:sent + 1000]
-                retry(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True,
-                      attempts=1 if self.failures else 3)
+                chunk = batch[sent : sent + 1000]
+                retry(
+                    self.client.log_batch,
+                    self.run_id,
+                    metrics=chunk,
+                    synchronous=True,
+                    attempts=1 if self.failures else 3,
+                )
                 sent += len(chunk)
             if self.failures:
                 print("gantrack: MLflow reachable again; buffered metrics written", file=sys.stderr)
@@ -236,8 +279,11 @@ class MetricBuffer:
             self.next_try = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, 60.0)
             if self.failures == 1:
-                print(f"gantrack: cannot write to MLflow ({str(e).splitlines()[0][:120]}); training continues, "
-                      f"metrics are buffered", file=sys.stderr)
+                print(
+                    f"gantrack: cannot write to MLflow ({str(e).splitlines()[0][:120]}); training continues, "
+                    f"metrics are buffered",
+                    file=sys.stderr,
+                )
             return False
 
     def close(self, final_status: str | None = None) -> Path | None:
@@ -262,14 +308,20 @@ class MetricBuffer:
         with path.open("a") as f:
             for m in self.pending:
                 value = m.value if math.isfinite(m.value) else str(m.value)
-                f.write(json.dumps({"run_id": self.run_id, "key": m.key, "value": value,
-                                    "timestamp": m.timestamp, "step": m.step}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"run_id": self.run_id, "key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
+                    )
+                    + "\n"
+                )
             if final_status:
                 f.write(json.dumps({"run_id": self.run_id, "status": final_status}) + "\n")
         n = len(self.pending)
         self.pending.clear()
-        print(f"gantrack: MLflow unreachable; {n} metrics spooled to {path} "
-              f"(upload with `gantrack sync {path}`)", file=sys.stderr)
+        print(
+            f"gantrack: MLflow unreachable; {n} metrics spooled to {path} (upload with `gantrack sync {path}`)",
+            file=sys.stderr,
+        )
         return path
 
 
@@ -292,7 +344,8 @@ def sync_spool(path: str | Path, tracking_uri: str | None = None) -> int:
                 status[r["run_id"]] = r["status"]
             else:
                 by_run.setdefault(r["run_id"], []).append(
-                    Metric(str(r["key"]), float(r["value"]), int(r["timestamp"]), int(r["step"])))
+                    Metric(str(r["key"]), float(r["value"]), int(r["timestamp"]), int(r["step"]))
+                )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise GantrackError(f"{p} is not a gantrack spool file: {e}") from None
     uri = resolve_tracking_uri(tracking_uri)
@@ -306,7 +359,7 @@ def sync_spool(path: str | Path, tracking_uri: str | None = None) -> int:
             raise GantrackError(f"run {run_id} from {p} does not exist in {uri}") from None
         metrics = by_run.get(run_id, [])
         for i in range(0, len(metrics), 1000):
-            retry(mlclient.log_batch, run_id, metrics=metrics[i:i + 1000])
+            retry(mlclient.log_batch, run_id, metrics=metrics[i : i + 1000])
         n += len(metrics)
         if run_id in status:
             retry(mlclient.set_tag, run_id, "gantrack.synced_from", str(p))

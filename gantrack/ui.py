@@ -22,10 +22,22 @@ from .signals import terminate_as_interrupt
 
 
 def server_command(uri: str, port: int) -> list[str]:
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", uri, "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        uri,
+        "--workers",
+        "1",
+    ]
     if uri.startswith("sqlite:"):  # new experiments made in the UI keep artifacts beside the database
-        cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///"):]).parent / "mlruns").as_uri()]
+        cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()]
     return cmd
 
 
@@ -48,8 +60,8 @@ def start(uri: str | None = None, port: int = 5000, timeout: float = 90.0) -> tu
     uri = tracking.resolve_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         raise GantrackError(f"{uri} is already a server: open it in a browser")
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise GantrackError(f"no MLflow database at {uri[len('sqlite:///'):]} (train something first)")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise GantrackError(f"no MLflow database at {uri[len('sqlite:///') :]} (train something first)")
     url = f"http://127.0.0.1:{port}"
     try:
         requests.get(url + "/health", timeout=1)
@@ -57,8 +69,7 @@ def start(uri: str | None = None, port: int = 5000, timeout: float = 90.0) -> tu
     except requests.RequestException:
         pass
     log = tempfile.TemporaryFile(prefix="gantrack-ui-")
-    proc = subprocess.Popen(server_command(uri, port), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(server_command(uri, port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.gantrack_log = log
     try:
         deadline = time.time() + timeout
@@ -103,8 +114,11 @@ def serve(uri: str | None = None, port: int = 5000, experiment: str | None = Non
                         where = f"{url}/#/experiments/{exp.experiment_id}/runs"
                 print(f"MLflow UI: {where}   (Ctrl-C to stop)", flush=True)
                 code = proc.wait()
-                print(f"gantrack: mlflow server exited with status {code}: {_last_line(proc.gantrack_log)}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"gantrack: mlflow server exited with status {code}: {_last_line(proc.gantrack_log)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return code if code >= 0 else 128 - code
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated): the server is already stopped
             return 0

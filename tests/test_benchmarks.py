@@ -22,14 +22,18 @@ def bench():
 
 def test_round_overheads_known_answers(bench):
     # harness steps 10 % slower in every round, whatever the round's length: +10 %, a tight interval
-    rounds = [dict(h_steps=n, b_steps=n, h_wall=0.11 * n, b_wall=0.10 * n, h_cpu=0.2 * n, b_cpu=0.2 * n)
-              for n in (16, 16, 16, 5)]
+    rounds = [
+        dict(h_steps=n, b_steps=n, h_wall=0.11 * n, b_wall=0.10 * n, h_cpu=0.2 * n, b_cpu=0.2 * n)
+        for n in (16, 16, 16, 5)
+    ]
     est, lo, hi = bench.round_overheads(rounds)
     assert est == pytest.approx(10.0) and lo == pytest.approx(10.0) and hi == pytest.approx(10.0)
     assert bench.round_overheads(rounds, "cpu")[0] == pytest.approx(0.0)
     # a lumpy cost (one slow round of four) counts in full in the pooled ratio: 1.3 s extra over 6.4 s
-    lumpy = [dict(h_steps=16, b_steps=16, h_wall=1.6 + (1.3 if i == 2 else 0.0), b_wall=1.6, h_cpu=1, b_cpu=1)
-             for i in range(4)]
+    lumpy = [
+        dict(h_steps=16, b_steps=16, h_wall=1.6 + (1.3 if i == 2 else 0.0), b_wall=1.6, h_cpu=1, b_cpu=1)
+        for i in range(4)
+    ]
     est, lo, hi = bench.round_overheads(lumpy)
     assert est == pytest.approx(100 * 1.3 / 6.4)
     assert lo < est < hi  # resampling rounds with and without the lump spreads the interval

@@ -24,17 +24,20 @@ def test_overrides_from_strings_and_toml(tmp_path):
     assert cfg.latent_dim == 1 and cfg.seed == 6 and cfg.width == 0.5
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"loss": "vanilla"}, "unknown loss"),
-    ({"batch_size": "0"}, "batch_size must be"),
-    ({"latent_dim": "-3"}, "latent_dim must be positive"),
-    ({"lr": "nan"}, "lr must be a positive"),
-    ({"lr": "abc"}, "expected float"),
-    ({"learning_rate": "1"}, "unknown config key"),
-    ({"batch_size": "100000000"}, "absurdly large"),
-    ({"dataset": "mnist"}, "needs data_path"),
-    ({"model": "mlp"}, "does not fit"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"loss": "vanilla"}, "unknown loss"),
+        ({"batch_size": "0"}, "batch_size must be"),
+        ({"latent_dim": "-3"}, "latent_dim must be positive"),
+        ({"lr": "nan"}, "lr must be a positive"),
+        ({"lr": "abc"}, "expected float"),
+        ({"learning_rate": "1"}, "unknown config key"),
+        ({"batch_size": "100000000"}, "absurdly large"),
+        ({"dataset": "mnist"}, "needs data_path"),
+        ({"model": "mlp"}, "does not fit"),
+    ],
+)
 def test_bad_values_are_one_line_errors(overrides, match):
     with pytest.raises(GantrackError, match=match):
         resolve("stable", overrides=overrides)

@@ -44,7 +44,7 @@ def test_dirac_gan_link_factor_is_one_within_its_ci():
     assert s["predicted_link_path"] == pytest.approx(s["link"], rel=1e-6)
     assert abs(s["link_error"]) < 0.05 and s["law_verdict"] == "holds"
     assert s["residual"] == pytest.approx(1.0, abs=1e-9)
-    assert abs(s["g_period"] - np.pi / np.arccos(1 - 0.05 ** 2 / 2)) / s["g_period"] < 0.05
+    assert abs(s["g_period"] - np.pi / np.arccos(1 - 0.05**2 / 2)) / s["g_period"] < 0.05
 
 
 @pytest.mark.parametrize("loss", ["minimax", "wgan-gp"])
@@ -76,8 +76,15 @@ def test_gain_law_on_series_with_a_known_operating_point():
     logit = np.log(0.3 / 0.7) + 0.05 * np.convolve(rng.standard_normal(n + 9), np.ones(10) / 10, "valid")
     p = 1 / (1 + np.exp(-logit))
     d_fake, g = -np.log(1 - p), -np.log(p)
-    rows = {"loss/d_fake": d_fake, "loss/g": g, "probe/dbatch_before/p": p, "probe/dbatch_before/d_fake": d_fake,
-            "probe/dbatch_before/g": g, "probe/dbatch_after/g": g, "probe/gbatch_after/g": g}
+    rows = {
+        "loss/d_fake": d_fake,
+        "loss/g": g,
+        "probe/dbatch_before/p": p,
+        "probe/dbatch_before/d_fake": d_fake,
+        "probe/dbatch_before/g": g,
+        "probe/dbatch_after/g": g,
+        "probe/gbatch_after/g": g,
+    }
     s = explain(long_frame(rows), family="nsgan")["summary"].iloc[0]
     assert s["predicted_link_simple"] == pytest.approx(7 / 3, rel=0.01)
     assert s["link"] == pytest.approx(7 / 3, rel=0.02)
@@ -101,8 +108,13 @@ def test_explain_experiment_one_row_per_run_with_reasons():
     good = simulate(preset("dirac").replace(steps=600), 600)
     good["run_id"] = "good"
     bad = good[good["key"] == "loss/d_fake"].assign(run_id="no-g")
-    runs = pd.DataFrame({"run_id": ["good", "no-g"], "tags.gantrack.loss": ["nsgan", "nsgan"],
-                         "tags.gantrack.scenario": ["dirac", "dirac"]})
+    runs = pd.DataFrame(
+        {
+            "run_id": ["good", "no-g"],
+            "tags.gantrack.loss": ["nsgan", "nsgan"],
+            "tags.gantrack.scenario": ["dirac", "dirac"],
+        }
+    )
     out = explain_experiment(RunSet(runs, pd.concat([good, bad], ignore_index=True)), progress=False, n_boot=100)
     assert out["run_id"].tolist() == ["good", "no-g"]
     assert out.loc[0, "reason"] == "" and np.isfinite(out.loc[0, "ratio"])

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gantrack import Config, preset
+from gantrack.contract import CELLS
 from gantrack.data import quadratic_1d
 from gantrack.harness import build_gan, gan_step
-from gantrack.contract import CELLS
 from gantrack.losses import family
 
 
@@ -62,8 +62,9 @@ def _curves(cfg, steps):
     return gan, rows
 
 
-@pytest.mark.parametrize("overrides", [{}, {"schedule": "joint"}, {"d_bn_in_g_step": "moving"},
-                                       {"loss": "wgan-gp", "n_critic": 2}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"schedule": "joint"}, {"d_bn_in_g_step": "moving"}, {"loss": "wgan-gp", "n_critic": 2}]
+)
 def test_probes_do_not_change_training(overrides):
     on_gan, on = _curves(tiny(probes=True, **overrides), 4)
     off_gan, off = _curves(tiny(probes=False, **overrides), 4)

@@ -1,8 +1,6 @@
 """Property-based tests: hostile input to config parsing, CLI overrides, sweeps and the analysis entry
 points is either handled or rejected with a GantrackError (one line) — never another exception."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
@@ -10,15 +8,22 @@ from hypothesis import strategies as st
 
 from gantrack.analysis import explain, oscillation, oscillation_pairs
 from gantrack.analysis.report import figure_path
-from gantrack.config import Config, apply_overrides, load_toml, parse_set, resolve
+from gantrack.config import Config, load_toml, parse_set, resolve
 from gantrack.errors import GantrackError
 from gantrack.sweep import expand_grid, parse_grid
 
 FIELDS = list(Config.__dataclass_fields__)
-MANY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                         HealthCheck.function_scoped_fixture])
-values = st.one_of(st.text(max_size=20), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
-                   st.booleans(), st.none(), st.lists(st.integers(), max_size=3))
+MANY = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+values = st.one_of(
+    st.text(max_size=20),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+)
 
 
 def _ok_or_clear(fn, *args, **kw):
@@ -69,8 +74,14 @@ def metric_frames(draw):
     n_runs = draw(st.integers(1, 3))
     rows = []
     for r in range(n_runs):
-        for key in draw(st.lists(st.sampled_from(["loss/d_fake", "loss/g", "probe/dbatch_before/p", "x"]),
-                                 min_size=1, max_size=4, unique=True)):
+        for key in draw(
+            st.lists(
+                st.sampled_from(["loss/d_fake", "loss/g", "probe/dbatch_before/p", "x"]),
+                min_size=1,
+                max_size=4,
+                unique=True,
+            )
+        ):
             n = draw(st.integers(0, 120))
             kind = draw(st.sampled_from(["noise", "const", "hostile", "sine"]))
             if kind == "hostile":
@@ -91,10 +102,16 @@ def metric_frames(draw):
                 s = s * draw(st.integers(1, 7)) + (s > n // 2) * draw(st.integers(0, 500))
             elif steps == "negative":
                 s = s - 50
-            rows.append(pd.DataFrame({"run_id": f"run{r}", "key": key, "step": s, "timestamp": 0,
-                                      "value": np.asarray(vals, dtype=float)}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run_id", "key", "step",
-                                                                                "timestamp", "value"])
+            rows.append(
+                pd.DataFrame(
+                    {"run_id": f"run{r}", "key": key, "step": s, "timestamp": 0, "value": np.asarray(vals, dtype=float)}
+                )
+            )
+    return (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["run_id", "key", "step", "timestamp", "value"])
+    )
 
 
 @MANY

@@ -7,9 +7,8 @@ import pytest
 from gantrack import Config
 from gantrack.analysis import explain
 from gantrack.analysis.law import law_terms, moments, per_sample_losses
-from gantrack.losses import family
-
 from gantrack.harness import build_gan, gan_step
+from gantrack.losses import family
 
 from test_explain import long_frame, simulate
 
@@ -128,8 +127,20 @@ def test_joint_schedule_batchnorm_context_is_the_context_factor_not_timing():
 def test_law_on_a_trained_run_reproduces_its_link():
     frame, ps = simulate(Config(width=0.0625, batch_size=32, sample_every=0), 150, per_sample=True)
     s = explain(frame, per_sample=ps, n_boot=200)["summary"].iloc[0]
-    assert np.isfinite(s[["predicted_link", "link_error_lo", "link_error_hi", "predicted_ratio",
-                          "link_slow", "predicted_link_slow", "link_fast", "predicted_link_fast"]].astype(float)).all()
+    assert np.isfinite(
+        s[
+            [
+                "predicted_link",
+                "link_error_lo",
+                "link_error_hi",
+                "predicted_ratio",
+                "link_slow",
+                "predicted_link_slow",
+                "link_fast",
+                "predicted_link_fast",
+            ]
+        ].astype(float)
+    ).all()
     assert s["law_verdict"] in ("holds", "fails", "undecided")
 
 

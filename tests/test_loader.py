@@ -23,8 +23,12 @@ def populate(uri: str, experiment: str = "load") -> list[str]:
         metrics = [Metric("loss/g", float(v), 1000 + s, s) for s, v in enumerate(rng.standard_normal(120))]
         metrics += [Metric("loss/d_fake", float(v), 1000 + s, s) for s, v in enumerate(rng.standard_normal(120))]
         metrics += [Metric("every3", float(s), 5000 + s, s) for s in range(0, 60, 3)]
-        metrics += [Metric("loss/g", math.nan, 9000, 200), Metric("loss/g", math.inf, 9001, 201),
-                    Metric("loss/g", -math.inf, 9002, 202), Metric("loss/g", 7.0, 9999, 5)]  # step 5 again
+        metrics += [
+            Metric("loss/g", math.nan, 9000, 200),
+            Metric("loss/g", math.inf, 9001, 201),
+            Metric("loss/g", -math.inf, 9002, 202),
+            Metric("loss/g", 7.0, 9999, 5),
+        ]  # step 5 again
         if r == 2:
             metrics.append(Metric("only_in_r2", 1.0, 1, 1))
         client.log_batch(run.info.run_id, metrics=metrics)
@@ -90,8 +94,9 @@ def test_filters_keys_and_run_ids(store):
 def test_rest_path_equals_client_path_on_a_real_server(mlflow_server, tmp_path):
     populate(mlflow_server.url, "rest-load")
     ref = load_runs("rest-load", tracking_uri=mlflow_server.url, method="client", cache=False, progress=False)
-    fast = load_runs("rest-load", tracking_uri=mlflow_server.url, method="auto", cache_dir=tmp_path / "c",
-                     progress=False)
+    fast = load_runs(
+        "rest-load", tracking_uri=mlflow_server.url, method="auto", cache_dir=tmp_path / "c", progress=False
+    )
     pd.testing.assert_frame_equal(ref.metrics, fast.metrics)
     assert len(fast.metrics) == len(ref.metrics) > 700
 

@@ -26,7 +26,7 @@ def test_minimax_g_is_the_exact_mirror_of_d_fake():
 def test_lsgan_wgan_hinge_components():
     ls = family("lsgan")
     assert torch.allclose(ls.d_real(C), (C - 1) ** 2)
-    assert torch.allclose(ls.d_fake(C), C ** 2)
+    assert torch.allclose(ls.d_fake(C), C**2)
     assert torch.allclose(ls.g(C), (C - 1) ** 2)
     w = family("wgan-gp")
     assert torch.allclose(w.d_real(C), -C) and torch.allclose(w.d_fake(C), C) and torch.allclose(w.g(C), -C)
@@ -42,7 +42,7 @@ def test_derivatives_match_autograd(name):
     f = family(name)
     x = (P if f.probability else C).clone().requires_grad_(True)
     for fn, prime in ((f.d_fake, f.d_fake_prime), (f.g, f.g_prime)):
-        grad, = torch.autograd.grad(fn(x).sum(), x)
+        (grad,) = torch.autograd.grad(fn(x).sum(), x)
         assert torch.allclose(grad, prime(x.detach())), name
 
 

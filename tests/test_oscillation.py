@@ -6,8 +6,16 @@ import pytest
 from statsmodels.stats.diagnostic import acorr_ljungbox
 from statsmodels.tsa.stattools import acf as sm_acf
 
-from gantrack.analysis.oscillation import (acf, block_indices, cross_correlation, iat_geyer, ljung_box,
-                                           oscillation, oscillation_pairs, pair_spectrum)
+from gantrack.analysis.oscillation import (
+    acf,
+    block_indices,
+    cross_correlation,
+    iat_geyer,
+    ljung_box,
+    oscillation,
+    oscillation_pairs,
+    pair_spectrum,
+)
 from gantrack.errors import GantrackError
 
 
@@ -126,15 +134,17 @@ def test_block_bootstrap_indices_are_contiguous_blocks():
 
 def test_bad_series_get_a_reason_not_a_number():
     rng = np.random.default_rng(7)
-    m = pd.concat([
-        frame("a", "short", rng.standard_normal(10)),
-        frame("a", "nan", np.full(100, np.nan)),
-        frame("a", "const", np.ones(100)),
-        frame("a", "ok", rng.standard_normal(100)),
-        frame("b", "ok", rng.standard_normal(100)),
-        frame("b", "gappy", rng.standard_normal(100), steps=np.arange(100) * 1 + (np.arange(100) > 50) * 40),
-        frame("c", "inf", np.r_[np.full(50, np.inf), np.full(50, 1.7976931348623157e308)]),
-    ])
+    m = pd.concat(
+        [
+            frame("a", "short", rng.standard_normal(10)),
+            frame("a", "nan", np.full(100, np.nan)),
+            frame("a", "const", np.ones(100)),
+            frame("a", "ok", rng.standard_normal(100)),
+            frame("b", "ok", rng.standard_normal(100)),
+            frame("b", "gappy", rng.standard_normal(100), steps=np.arange(100) * 1 + (np.arange(100) > 50) * 40),
+            frame("c", "inf", np.r_[np.full(50, np.inf), np.full(50, 1.7976931348623157e308)]),
+        ]
+    )
     o = oscillation(m, keys=["short", "nan", "const", "ok", "gappy", "inf"]).set_index(["run_id", "key"])
     assert "too short" in o.loc[("a", "short"), "reason"]
     assert "no finite" in o.loc[("a", "nan"), "reason"]

@@ -60,16 +60,23 @@ def port_free(port: int) -> bool:
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('ui') / 'mlflow.db'}"
-    train(Config(width=0.0625, batch_size=16, steps=5, sample_every=0, experiment="ui", probes=False),
-          tracking_uri=uri, quiet=True)
+    train(
+        Config(width=0.0625, batch_size=16, steps=5, sample_every=0, experiment="ui", probes=False),
+        tracking_uri=uri,
+        quiet=True,
+    )
     return uri
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_gantrack_ui_stops_its_server_on_signal(small_store, sig):
     port = free_port()
-    proc = spawn([sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", small_store, "--port", str(port)],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(
+        [sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", small_store, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.startswith("MLflow UI: http://127.0.0.1:"), proc.stderr.read()
     sid = server_pid(port)
@@ -86,8 +93,12 @@ def test_gantrack_ui_stops_its_server_on_signal(small_store, sig):
 
 def test_gantrack_ui_reports_a_server_that_dies(small_store):
     port = free_port()
-    proc = spawn([sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", small_store, "--port", str(port)],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(
+        [sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", small_store, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().startswith("MLflow UI:")
     os.killpg(server_pid(port), signal.SIGKILL)
     code = proc.wait(timeout=60)
@@ -106,10 +117,35 @@ def test_running_context_manager_cannot_leak(small_store):
 
 
 def test_sigterm_to_a_sweep_stops_its_workers_and_marks_runs_killed(tmp_path, store):
-    proc = spawn([sys.executable, "-m", "gantrack.cli", "sweep", "--grid", "seed=1,2", "--experiment", "sw",
-                  "--set", "width=0.0625", "--set", "batch_size=16", "--set", "steps=20000", "--set", "sample_every=0",
-                  "--set", "flush_every=10", "--tracking-uri", store, "--quiet"],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "gantrack.cli",
+            "sweep",
+            "--grid",
+            "seed=1,2",
+            "--experiment",
+            "sw",
+            "--set",
+            "width=0.0625",
+            "--set",
+            "batch_size=16",
+            "--set",
+            "steps=20000",
+            "--set",
+            "sample_every=0",
+            "--set",
+            "flush_every=10",
+            "--tracking-uri",
+            store,
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     client = MlflowClient(store)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until both workers are training

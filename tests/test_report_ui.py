@@ -21,9 +21,21 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not insta
 
 
 def dump_dom(url: str, budget_ms: int = 20000) -> str:
-    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return out.stdout
 
 
@@ -31,9 +43,14 @@ def dump_dom(url: str, budget_ms: int = 20000) -> str:
 def experiment(tmp_path_factory):
     folder = tmp_path_factory.mktemp("exp")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    ids = [train(Config(width=0.0625, batch_size=16, steps=80, sample_every=0, experiment="rep", seed=s,
-                        loss=loss), tracking_uri=uri, quiet=True)
-           for s, loss in ((1, "nsgan"), (2, "nsgan"), (1, "minimax"))]
+    ids = [
+        train(
+            Config(width=0.0625, batch_size=16, steps=80, sample_every=0, experiment="rep", seed=s, loss=loss),
+            tracking_uri=uri,
+            quiet=True,
+        )
+        for s, loss in ((1, "nsgan"), (2, "nsgan"), (1, "minimax"))
+    ]
     rep = build_report("rep", tracking_uri=uri, out_dir=folder / "report", progress=False, n_boot=200)
     return uri, ids, rep, folder
 
@@ -56,7 +73,8 @@ def test_report_files_tables_and_mlflow_results(experiment):
     assert {"explain/ratio", "explain/link", "osc/loss/g/dominant_period"} <= set(run.data.metrics)
     assert "gantrack analysis" in run.data.tags["mlflow.note.content"]
     assert [a.path for a in client.list_artifacts(ids[0], "gantrack_analysis")] == [
-        f"gantrack_analysis/run_{ids[0]}.png"]
+        f"gantrack_analysis/run_{ids[0]}.png"
+    ]
     report_run = client.get_run(rep.report_run_id)
     assert report_run.data.tags["gantrack.kind"] == "report"
     assert {"report.html", "report.md", "figures"} <= {a.path for a in client.list_artifacts(rep.report_run_id)}
@@ -76,7 +94,8 @@ def test_report_renders_in_chromium_with_every_figure_loaded(experiment):
         "var imgs=[].slice.call(d.images);var ok=imgs.filter(function(i){return i.complete&&i.naturalWidth>0});"
         "var w=d.documentElement.scrollWidth-d.documentElement.clientWidth;"
         "document.getElementById('result').textContent='images '+ok.length+'/'+imgs.length+' h2 '+"
-        "d.getElementsByTagName('h2').length+' overflow '+w;};</script></body></html>")
+        "d.getElementsByTagName('h2').length+' overflow '+w;};</script></body></html>"
+    )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -96,8 +115,11 @@ def test_report_renders_in_chromium_with_every_figure_loaded(experiment):
 def test_gantrack_ui_shows_runs_and_gantrack_metrics(experiment):
     uri, ids, _, _ = experiment
     port = free_port()
-    proc = spawn([sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", uri, "--port", str(port),
-                  "--experiment", "rep"], stdout=subprocess.PIPE, text=True)
+    proc = spawn(
+        [sys.executable, "-m", "gantrack.cli", "ui", "--tracking-uri", uri, "--port", str(port), "--experiment", "rep"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # printed once the server answers
         assert line.startswith("MLflow UI: http://127.0.0.1:"), line

@@ -21,8 +21,15 @@ TINY = ["--width", "0.0625", "--set", "batch_size=16", "--set", "sample_every=0"
 
 
 def cli(*args, cwd, env=None, **kw):
-    return spawn([sys.executable, "-m", "gantrack.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw)
+    return spawn(
+        [sys.executable, "-m", "gantrack.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
 
 
 def max_step(uri: str, experiment: str) -> int:
@@ -44,11 +51,36 @@ def curves(uri, run_id):
 def test_sigkill_at_a_random_step_then_resume_matches_the_uninterrupted_run(store, tmp_path):
     steps, every = 300, 5
     ckdir = str(tmp_path / "ck")
-    ref = train(Config(width=0.0625, batch_size=16, sample_every=0, threads=1, steps=steps, checkpoint_every=every,
-                       checkpoint_dir=ckdir, experiment="ref"), tracking_uri=store, quiet=True)
+    ref = train(
+        Config(
+            width=0.0625,
+            batch_size=16,
+            sample_every=0,
+            threads=1,
+            steps=steps,
+            checkpoint_every=every,
+            checkpoint_dir=ckdir,
+            experiment="ref",
+        ),
+        tracking_uri=store,
+        quiet=True,
+    )
     kill_at = random.Random().randint(40, 240)
-    proc = cli("train", *TINY, "--steps", str(steps), "--checkpoint-every", str(every), "--experiment", "killed",
-               "--set", f"checkpoint_dir={ckdir}", "--tracking-uri", store, cwd=tmp_path)
+    proc = cli(
+        "train",
+        *TINY,
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        str(every),
+        "--experiment",
+        "killed",
+        "--set",
+        f"checkpoint_dir={ckdir}",
+        "--tracking-uri",
+        store,
+        cwd=tmp_path,
+    )
     deadline = time.time() + 120
     while max_step(store, "killed") < kill_at and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -59,8 +91,23 @@ def test_sigkill_at_a_random_step_then_resume_matches_the_uninterrupted_run(stor
     run = client.search_runs([client.get_experiment_by_name("killed").experiment_id])[0]
     assert run.info.status == "RUNNING"  # a hard kill leaves it so; resume picks it up
     died_at = max_step(store, "killed")
-    out = subprocess.run([sys.executable, "-m", "gantrack.cli", "train", "--resume", run.info.run_id, "--quiet",
-                          "--tracking-uri", store], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gantrack.cli",
+            "train",
+            "--resume",
+            run.info.run_id,
+            "--quiet",
+            "--tracking-uri",
+            store,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED"
@@ -80,18 +127,26 @@ def test_sigkill_at_a_random_step_then_resume_matches_the_uninterrupted_run(stor
 
 
 def test_resume_bad_run_ids_are_one_line_errors(store, tmp_path):
-    train(Config(width=0.0625, batch_size=16, sample_every=0, steps=3, experiment="done"), tracking_uri=store,
-          quiet=True)
+    train(
+        Config(width=0.0625, batch_size=16, sample_every=0, steps=3, experiment="done"), tracking_uri=store, quiet=True
+    )
     done = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("done").experiment_id])[0]
     for run_id, match in (("doesnotexist", "unknown run id"), (done.info.run_id, "already FINISHED")):
-        r = subprocess.run([sys.executable, "-m", "gantrack.cli", "train", "--resume", run_id, "--tracking-uri", store],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "gantrack.cli", "train", "--resume", run_id, "--tracking-uri", store],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and match in r.stderr, r.stderr
 
 
 def test_four_concurrent_runs_into_one_sqlite_store_lose_nothing(store):
-    cfgs = [Config(width=0.0625, batch_size=16, sample_every=20, steps=120, flush_every=3, seed=s,
-                   experiment="concurrent") for s in range(4)]
+    cfgs = [
+        Config(width=0.0625, batch_size=16, sample_every=20, steps=120, flush_every=3, seed=s, experiment="concurrent")
+        for s in range(4)
+    ]
     ids = run_configs(cfgs, store, workers=4, progress=False)
     assert len(ids) == 4
     rs = load_runs("concurrent", tracking_uri=store, cache=False, progress=False)
@@ -118,8 +173,20 @@ def server(tmp_path):
 
 
 def _run_through_outage(server, tmp_path, steps, down_for, env=None):
-    proc = cli("train", *TINY, "--steps", str(steps), "--experiment", "outage", "--set", "flush_every=10",
-               "--tracking-uri", server.url, cwd=tmp_path, env=env)
+    proc = cli(
+        "train",
+        *TINY,
+        "--steps",
+        str(steps),
+        "--experiment",
+        "outage",
+        "--set",
+        "flush_every=10",
+        "--tracking-uri",
+        server.url,
+        cwd=tmp_path,
+        env=env,
+    )
     deadline = time.time() + 120
     while max_step(server.url, "outage") < 30 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -150,14 +217,20 @@ def test_server_down_for_a_few_seconds_loses_no_metric(server, tmp_path):
 def test_server_gone_for_good_spools_and_sync_completes(server, tmp_path):
     steps = 300
     spool = tmp_path / "spool"
-    proc = _run_through_outage(server, tmp_path, steps, down_for=None,
-                               env={"GANTRACK_FINAL_FLUSH_WAIT": "2", "GANTRACK_SPOOL_DIR": str(spool)})
+    proc = _run_through_outage(
+        server, tmp_path, steps, down_for=None, env={"GANTRACK_FINAL_FLUSH_WAIT": "2", "GANTRACK_SPOOL_DIR": str(spool)}
+    )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     files = list(spool.glob("*.jsonl"))
     assert len(files) == 1 and "gantrack sync" in err
     server.start()  # the same store comes back later
-    r = subprocess.run([sys.executable, "-m", "gantrack.cli", "sync", str(files[0]), "--tracking-uri", server.url],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "gantrack.cli", "sync", str(files[0]), "--tracking-uri", server.url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     _check_complete(server.url, steps)

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -21,10 +20,22 @@ def test_round_trip_every_key_has_every_step(store, tmp_path):
     assert rs.runs["status"].tolist() == ["FINISHED"]
     m = rs.metrics
     keys = set(m["key"].astype(str))
-    expected = {"loss/d_real", "loss/d_fake", "loss/d", "loss/g", "acc/real", "acc/fake", "prob/real",
-                "prob/fake", "prob/gen", "grad/d_norm", "grad/g_norm"}
-    expected |= {f"probe/{b}_{w}/{q}" for b in ("dbatch", "gbatch") for w in ("before", "after")
-                 for q in ("p", "d_fake", "g")}
+    expected = {
+        "loss/d_real",
+        "loss/d_fake",
+        "loss/d",
+        "loss/g",
+        "acc/real",
+        "acc/fake",
+        "prob/real",
+        "prob/fake",
+        "prob/gen",
+        "grad/d_norm",
+        "grad/g_norm",
+    }
+    expected |= {
+        f"probe/{b}_{w}/{q}" for b in ("dbatch", "gbatch") for w in ("before", "after") for q in ("p", "d_fake", "g")
+    }
     assert expected <= keys
     for key, g in m.groupby("key", observed=True):
         assert g["step"].tolist() == list(range(1, 13)), key
@@ -39,8 +50,11 @@ def test_round_trip_every_key_has_every_step(store, tmp_path):
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "plots", "samples", "weights"} <= top
     samples = {a.path for a in client.list_artifacts(run_id, "samples")}
-    assert samples == {"samples/samples_step000005.png", "samples/samples_step000010.png",
-                       "samples/samples_step000012.png"}
+    assert samples == {
+        "samples/samples_step000005.png",
+        "samples/samples_step000010.png",
+        "samples/samples_step000012.png",
+    }
     local = client.download_artifacts(run_id, "weights", str(tmp_path / "dl"))
     state = torch.load(f"{local}/generator.pt", weights_only=True)
     assert any(k.endswith("weight") for k in state)
@@ -56,8 +70,9 @@ def test_same_seed_same_logged_curve(store):
 
 
 def test_nan_loss_is_logged_tagged_and_fails_the_run(store):
-    cfg = preset("quadratic-1d").replace(loss="lsgan", optimizer="sgd", lr=1e6, steps=10, experiment="nan",
-                                         sample_every=0)
+    cfg = preset("quadratic-1d").replace(
+        loss="lsgan", optimizer="sgd", lr=1e6, steps=10, experiment="nan", sample_every=0
+    )
     with pytest.raises(TrainingDiverged, match="non-finite"):
         train(cfg, tracking_uri=store, quiet=True)
     rs = load_runs("nan", tracking_uri=store, progress=False)
@@ -73,20 +88,24 @@ def test_nan_loss_is_logged_tagged_and_fails_the_run(store):
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "gantrack.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gantrack.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--preset", "nope"], "unknown preset"),
-    (["--loss", "vanilla"], "unknown loss"),
-    (["--steps", "-5"], "steps must be"),
-    (["--set", "batch_size=0"], "batch_size must be"),
-    (["--set", "dataset=mnist", "--set", "data_path=missing.npz"], "not found"),
-    (["--set", "dataset=mnist", "--set", "data_path=corrupt.npz"], "not a readable"),
-    (["--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
-    (["--tracking-uri", "sqlite:////no/such/dir/mlflow.db"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--preset", "nope"], "unknown preset"),
+        (["--loss", "vanilla"], "unknown loss"),
+        (["--steps", "-5"], "steps must be"),
+        (["--set", "batch_size=0"], "batch_size must be"),
+        (["--set", "dataset=mnist", "--set", "data_path=missing.npz"], "not found"),
+        (["--set", "dataset=mnist", "--set", "data_path=corrupt.npz"], "not a readable"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
+        (["--tracking-uri", "sqlite:////no/such/dir/mlflow.db"], "does not exist"),
+    ],
+)
 def test_cli_bad_input_one_line_exit_2_no_run(tmp_path, args, match):
     (tmp_path / "corrupt.npz").write_bytes(b"garbage")
     r = cli("train", "--quiet", "--steps", "2", *args, cwd=tmp_path)
@@ -101,8 +120,19 @@ def test_cli_bad_input_one_line_exit_2_no_run(tmp_path, args, match):
 
 
 def test_cli_trains_on_the_default_store(tmp_path):
-    r = cli("train", "--quiet", "--steps", "3", "--width", "0.0625", "--set", "batch_size=16",
-            "--experiment", "cli", cwd=tmp_path)
+    r = cli(
+        "train",
+        "--quiet",
+        "--steps",
+        "3",
+        "--width",
+        "0.0625",
+        "--set",
+        "batch_size=16",
+        "--experiment",
+        "cli",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip().splitlines()[-1]
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()

@@ -9,9 +9,19 @@
 """
 
 from .explain import explain, explain_experiment
-from .oscillation import log_oscillation, oscillation, oscillation_pairs
+from .oscillation import oscillation, oscillation_pairs
+from .publish import log_oscillation
 from .report import build_report
 from .runs import RunSet, dedupe, load_runs
 
-__all__ = ["RunSet", "dedupe", "load_runs", "oscillation", "oscillation_pairs", "log_oscillation", "explain",
-           "explain_experiment", "build_report"]
+__all__ = [
+    "RunSet",
+    "dedupe",
+    "load_runs",
+    "oscillation",
+    "oscillation_pairs",
+    "log_oscillation",
+    "explain",
+    "explain_experiment",
+    "build_report",
+]

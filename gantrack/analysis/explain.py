@@ -37,7 +37,7 @@ from .. import contract as C
 from ..errors import GantrackError
 from ..losses import family as loss_family
 from . import law
-from .oscillation import Options, block_indices, pair_spectrum, period_and_block, prepare
+from .oscillation import Options, acf, block_indices, pair_spectrum, period_and_block, prepare, welch_psd
 
 TOLERANCE = 0.15  # |predicted/measured - 1| a law must stay within to "hold"
 SLOW_PERIOD = 16.0  # steps: the slow/fast band split of the frequency-resolved law
@@ -65,8 +65,10 @@ def implied(fam_name: str, d_fake: np.ndarray, g: np.ndarray) -> tuple[np.ndarra
     """The D outputs that the batch losses imply (p̂ from d_fake, q̂ from g; see ``losses``)."""
     fam = loss_family(fam_name)
     with np.errstate(all="ignore"):
-        return (fam.inv_d_fake(torch.as_tensor(d_fake, dtype=torch.float64)).numpy(),
-                fam.inv_g(torch.as_tensor(g, dtype=torch.float64)).numpy())
+        return (
+            fam.inv_d_fake(torch.tensor(np.asarray(d_fake, dtype=np.float64))).numpy(),
+            fam.inv_g(torch.tensor(np.asarray(g, dtype=np.float64))).numpy(),
+        )
 
 
 def _ratio_std(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -79,8 +81,14 @@ def _key(cell_stat: tuple[str, str]) -> str:
     return stat if cell == "loss" else C.probe_key(cell, stat)
 
 
-def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame | None = None,
-            family: str | None = None, per_sample: dict | None = None, **options) -> dict[str, pd.DataFrame]:
+def explain(
+    metrics: pd.DataFrame,
+    run_id: str | None = None,
+    runs: pd.DataFrame | None = None,
+    family: str | None = None,
+    per_sample: dict | None = None,
+    **options,
+) -> dict[str, pd.DataFrame]:
     """Tidy tables for one run: ``factors`` (factor, estimate, lo, hi, share, predicted, reason),
     ``summary`` (one row), ``spectrum`` (coherence and transfer gain of g on d_fake by frequency).
 
@@ -115,6 +123,7 @@ def explain(metrics: pd.DataFrame, run_id: str | None = None, runs: pd.DataFrame
 
 # --- sections -------------------------------------------------------------------------------------
 
+
 def _aligned_series(metrics, run_id, opt):
     """Every factor series of the run on the steps they all share (after burn-in)."""
     sub = metrics[metrics["run_id"].astype(str) == run_id]
@@ -146,17 +155,32 @@ def _factor_table(raw: dict, idx: np.ndarray, alpha: float) -> pd.DataFrame:
             reason = "includes BatchNorm context (run lacks probe/dbatch_before_gctx/g)"
         if num in raw and den in raw:
             boot = _ratio_std(raw[num][idx], raw[den][idx])
-            rows.append({"factor": name, "estimate": float(_ratio_std(raw[num], raw[den])),
-                         "lo": np.nanquantile(boot, alpha), "hi": np.nanquantile(boot, 1 - alpha), "reason": reason})
+            rows.append(
+                {
+                    "factor": name,
+                    "estimate": float(_ratio_std(raw[num], raw[den])),
+                    "lo": np.nanquantile(boot, alpha),
+                    "hi": np.nanquantile(boot, 1 - alpha),
+                    "reason": reason,
+                }
+            )
         else:
             lacking = ", ".join(k for k in (num, den) if k not in raw)
-            rows.append({"factor": name, "estimate": np.nan, "lo": np.nan, "hi": np.nan, "reason": f"run lacks {lacking}"})
+            rows.append(
+                {"factor": name, "estimate": np.nan, "lo": np.nan, "hi": np.nan, "reason": f"run lacks {lacking}"}
+            )
     f = pd.DataFrame(rows).set_index("factor")
     parts = f.loc[["link", "context", "timing", "sampling"], "estimate"]
-    product = float(parts.fillna(1.0).prod()) if old_grid and parts.drop("context").notna().all() else float(parts.prod())
+    product = (
+        float(parts.fillna(1.0).prod()) if old_grid and parts.drop("context").notna().all() else float(parts.prod())
+    )
     total = f.loc["total", "estimate"]
-    f.loc["residual"] = {"estimate": total / product if np.isfinite(product) else np.nan, "lo": np.nan,
-                         "hi": np.nan, "reason": "" if np.isfinite(product) else "needs all probe cells"}
+    f.loc["residual"] = {
+        "estimate": total / product if np.isfinite(product) else np.nan,
+        "lo": np.nan,
+        "hi": np.nan,
+        "reason": "" if np.isfinite(product) else "needs all probe cells",
+    }
     log_total = np.log(total)
     f["share"] = np.log(f["estimate"]) / log_total if abs(log_total) > 1e-3 else np.nan
     return f.reset_index()
@@ -212,18 +236,26 @@ def _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing) -> dict:
     out["predicted_link_linear"] = float(law.law_terms(m_d, m_d)["predicted"])
     out["link_linear_error"] = out["predicted_link_linear"] / float(link) - 1
     mu_c = m_d["mu"] - m_d["mu"].mean()
-    out["law_shift_skew"] = float((mu_c ** 3).mean() / (mu_c ** 2).mean() ** 1.5) if mu_c.any() else 0.0
+    out["law_shift_skew"] = float((mu_c**3).mean() / (mu_c**2).mean() ** 1.5) if mu_c.any() else 0.0
     # frequency-resolved: each band's swings around each window's operating point, beside the same
     # measurement in that band (the slow band keeps the drift between windows, the fast one has none)
     for band, pick in (("slow", 0), ("fast", 1)):
         split = {k: law.band_split(v, SLOW_PERIOD, spacing)[pick] for k, v in (("d", d), ("g", g))}
-        swing = (law.band_split(m_d["mu"], SLOW_PERIOD, spacing)[pick], law.band_split(m_d["s"], SLOW_PERIOD, spacing)[pick])
+        swing = (
+            law.band_split(m_d["mu"], SLOW_PERIOD, spacing)[pick],
+            law.band_split(m_d["s"], SLOW_PERIOD, spacing)[pick],
+        )
         bsd, bsg = law.windowed_law(fam, m_d["mu"], m_d["s"], WINDOWS, swing=swing, between=pick == 0)
         out[f"link_{band}"] = float(_ratio_std(split["g"], split["d"]))
         out[f"predicted_link_{band}"] = float(bsg / bsd)
     lo, hi = out["link_error_lo"], out["link_error_hi"]
-    out["law_verdict"] = ("holds" if -TOLERANCE <= lo and hi <= TOLERANCE else
-                          "fails" if lo > TOLERANCE or hi < -TOLERANCE else "undecided")
+    out["law_verdict"] = (
+        "holds"
+        if -TOLERANCE <= lo and hi <= TOLERANCE
+        else "fails"
+        if lo > TOLERANCE or hi < -TOLERANCE
+        else "undecided"
+    )
     out["law_reason"] = "" if out["law_verdict"] == "holds" else _why_not(out, fam.name)
     return out
 
@@ -232,19 +264,27 @@ def _why_not(s: dict, fam_name: str) -> str:
     """Which measured quantity shows why the law misses (or why the data cannot decide)."""
     err, path_err = s["link_error"], s["link_path_error"]
     if abs(path_err) <= TOLERANCE / 2:
-        diag = (f"the common shift does not swing as a Gaussian within the run's quarters (skew over the run "
-                f"{s['law_shift_skew']:+.2f}; operating points {s['law_operating_points']}): rare excursions of "
-                f"D(G(z)) carry the variance; the step-by-step path of each batch's mean and spread gives "
-                f"{s['predicted_link_path']:.2f} ({100 * path_err:+.0f} %)")
+        diag = (
+            f"the common shift does not swing as a Gaussian within the run's quarters (skew over the run "
+            f"{s['law_shift_skew']:+.2f}; operating points {s['law_operating_points']}): rare excursions of "
+            f"D(G(z)) carry the variance; the step-by-step path of each batch's mean and spread gives "
+            f"{s['predicted_link_path']:.2f} ({100 * path_err:+.0f} %)"
+        )
     elif fam_name == "hinge":
-        diag = ("fakes cross hinge's kink (c = -1), where d_fake stops moving: the scores within a batch are cut "
-                f"there, not Gaussian (the step-by-step path misses too, {100 * path_err:+.0f} %)")
+        diag = (
+            "fakes cross hinge's kink (c = -1), where d_fake stops moving: the scores within a batch are cut "
+            f"there, not Gaussian (the step-by-step path misses too, {100 * path_err:+.0f} %)"
+        )
     else:
-        diag = ("the shape of each batch's scores changes, not only its mean and spread (a few confidently "
-                f"rejected samples, skew): even the step-by-step path of mean and spread misses by {100 * path_err:+.0f} %")
+        diag = (
+            "the shape of each batch's scores changes, not only its mean and spread (a few confidently "
+            f"rejected samples, skew): even the step-by-step path of mean and spread misses by {100 * path_err:+.0f} %"
+        )
     if s["law_verdict"] == "undecided":
-        wide = (f"error {100 * err:+.0f} % with interval [{100 * s['link_error_lo']:+.0f}, "
-                f"{100 * s['link_error_hi']:+.0f}] %: too wide to decide at ±{100 * TOLERANCE:.0f} %")
+        wide = (
+            f"error {100 * err:+.0f} % with interval [{100 * s['link_error_lo']:+.0f}, "
+            f"{100 * s['link_error_hi']:+.0f}] %: too wide to decide at ±{100 * TOLERANCE:.0f} %"
+        )
         return wide + (f"; it leans to failing: {diag}" if abs(err) > TOLERANCE else "")
     return diag
 
@@ -283,27 +323,75 @@ def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) 
     def ci(name):
         return {name: est.loc[name, "estimate"], f"{name}_lo": est.loc[name, "lo"], f"{name}_hi": est.loc[name, "hi"]}
 
-    levels = {f"p_{cell}": float(raw[C.probe_key(cell, "p")].mean()) if C.probe_key(cell, "p") in raw else np.nan
-              for cell in ("dbatch_before", "dbatch_before_gctx", "dbatch_after", "gbatch_after")}
-    row = {"run_id": run_id, "family": fam_name, "n": n, "block_length": b * spacing,
-           "ratio": est.loc["total", "estimate"], "ratio_lo": est.loc["total", "lo"], "ratio_hi": est.loc["total", "hi"],
-           **ci("link"), **ci("context"), **ci("timing"), **ci("sampling"),
-           "residual": est.loc["residual", "estimate"], "p_bar": p_bar, "predicted_link_simple": simple,
-           "predicted_link": np.nan, "predicted_ratio": np.nan, "link_error": np.nan, "link_error_lo": np.nan,
-           "link_error_hi": np.nan, **lawed, **levels,
-           "corr": float(np.corrcoef(raw[C.D_FAKE], raw[C.G_LOSS])[0, 1]),
-           "implied_p_mean": float(np.nanmean(p_hat)), "implied_q_mean": float(np.nanmean(q_hat)),
-           "implied_p_std": float(np.nanstd(p_hat, ddof=1)), "implied_q_std": float(np.nanstd(q_hat, ddof=1)),
-           "implied_ratio": float(_ratio_std(q_hat, p_hat)), "implied_ratio_lo": np.nanquantile(imp_boot, alpha),
-           "implied_ratio_hi": np.nanquantile(imp_boot, 1 - alpha),
-           "coherence_mean": float(spec["coherence"].iloc[1:].mean()), "coherent_fraction": float(coherent.mean()),
-           "transfer_gain_coherent": float(spec["transfer_gain"].iloc[1:][coherent].median()) if coherent.any() else np.nan,
-           "g_period": period * spacing,
-           "missing_probes": ", ".join(k for k in sorted({_key(cs) for pair in C.FACTORS.values() for cs in pair})
-                                       if k not in raw)}
+    levels = {
+        f"p_{cell}": float(raw[C.probe_key(cell, "p")].mean()) if C.probe_key(cell, "p") in raw else np.nan
+        for cell in ("dbatch_before", "dbatch_before_gctx", "dbatch_after", "gbatch_after")
+    }
+    row = {
+        "run_id": run_id,
+        "family": fam_name,
+        "n": n,
+        "block_length": b * spacing,
+        "ratio": est.loc["total", "estimate"],
+        "ratio_lo": est.loc["total", "lo"],
+        "ratio_hi": est.loc["total", "hi"],
+        **ci("link"),
+        **ci("context"),
+        **ci("timing"),
+        **ci("sampling"),
+        "residual": est.loc["residual", "estimate"],
+        "p_bar": p_bar,
+        "predicted_link_simple": simple,
+        "predicted_link": np.nan,
+        "predicted_ratio": np.nan,
+        "link_error": np.nan,
+        "link_error_lo": np.nan,
+        "link_error_hi": np.nan,
+        **lawed,
+        **levels,
+        "corr": float(np.corrcoef(raw[C.D_FAKE], raw[C.G_LOSS])[0, 1]),
+        "implied_p_mean": float(np.nanmean(p_hat)),
+        "implied_q_mean": float(np.nanmean(q_hat)),
+        "implied_p_std": float(np.nanstd(p_hat, ddof=1)),
+        "implied_q_std": float(np.nanstd(q_hat, ddof=1)),
+        "implied_ratio": float(_ratio_std(q_hat, p_hat)),
+        "implied_ratio_lo": np.nanquantile(imp_boot, alpha),
+        "implied_ratio_hi": np.nanquantile(imp_boot, 1 - alpha),
+        "coherence_mean": float(spec["coherence"].iloc[1:].mean()),
+        "coherent_fraction": float(coherent.mean()),
+        "transfer_gain_coherent": float(spec["transfer_gain"].iloc[1:][coherent].median())
+        if coherent.any()
+        else np.nan,
+        "g_period": period * spacing,
+        "missing_probes": ", ".join(
+            k for k in sorted({_key(cs) for pair in C.FACTORS.values() for cs in pair}) if k not in raw
+        ),
+    }
     spec.insert(0, "run_id", run_id)
     factors.insert(0, "run_id", run_id)
-    return {"factors": factors, "summary": pd.DataFrame([row]), "spectrum": spec}
+    return {
+        "factors": factors,
+        "summary": pd.DataFrame([row]),
+        "spectrum": spec,
+        "curves": _curves(run_id, common, detrended, spacing, opt),
+    }
+
+
+def _curves(run_id, steps, detrended, spacing, opt) -> pd.DataFrame:
+    """What the figures draw, from the series the measures used: Welch PSD and ACF of d_fake and g
+    (detrended, after burn-in; ``oscillation``'s estimators and settings). Tidy: run_id, key,
+    kind ("psd" over cycles/step, "acf" over lag in steps), x, y; plus the first analysed step."""
+    parts = []
+    for key in (C.D_FAKE, C.G_LOSS):
+        x = detrended[key]
+        f, p = welch_psd(x, spacing, opt.nperseg)
+        lags = min(opt.max_lag, len(x) - 1)
+        parts.append(pd.DataFrame({"key": key, "kind": "psd", "x": f[1:], "y": p[1:]}))
+        parts.append(pd.DataFrame({"key": key, "kind": "acf", "x": np.arange(lags + 1) * spacing, "y": acf(x, lags)}))
+    out = pd.concat(parts, ignore_index=True)
+    out.insert(0, "run_id", run_id)
+    out["first_step"] = steps[0]
+    return out
 
 
 def explain_experiment(runset, family: str | None = None, progress: bool = True, **options) -> pd.DataFrame:
@@ -318,8 +406,12 @@ def explain_experiment(runset, family: str | None = None, progress: bool = True,
         except GantrackError as e:
             rows.append(pd.DataFrame([{"run_id": run_id, "reason": str(e)}]))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run_id", "reason"])
-    meta = [c for c in ("name", f"tags.{C.TAG_SCENARIO}", f"tags.{C.TAG_LOSS}", f"tags.{C.TAG_SEED}")
-            if c in runset.runs.columns]
-    info = runset.runs[["run_id", *meta]].rename(columns={f"tags.{C.TAG_SCENARIO}": "scenario",
-                                                         f"tags.{C.TAG_LOSS}": "loss", f"tags.{C.TAG_SEED}": "seed"})
+    meta = [
+        c
+        for c in ("name", f"tags.{C.TAG_SCENARIO}", f"tags.{C.TAG_LOSS}", f"tags.{C.TAG_SEED}")
+        if c in runset.runs.columns
+    ]
+    info = runset.runs[["run_id", *meta]].rename(
+        columns={f"tags.{C.TAG_SCENARIO}": "scenario", f"tags.{C.TAG_LOSS}": "loss", f"tags.{C.TAG_SEED}": "seed"}
+    )
     return info.merge(out, on="run_id", how="right")

@@ -40,8 +40,8 @@ def per_sample_losses(fam: LossFamily, scores: np.ndarray) -> tuple[np.ndarray, 
     t = torch.as_tensor(np.asarray(scores, dtype=np.float64)).requires_grad_(True)
     out = fam.output(t)
     d, g = fam.d_fake(out), fam.g(out)
-    dd, = torch.autograd.grad(d.sum(), t, retain_graph=True)
-    dg, = torch.autograd.grad(g.sum(), t)
+    (dd,) = torch.autograd.grad(d.sum(), t, retain_graph=True)
+    (dg,) = torch.autograd.grad(g.sum(), t)
     return d.detach().numpy(), g.detach().numpy(), dd.numpy(), dg.numpy()
 
 
@@ -52,8 +52,15 @@ def moments(fam: LossFamily, scores: np.ndarray) -> dict[str, np.ndarray]:
     s = scores.std(axis=1)
     z = (scores - mu[:, None]) / np.where(s > 0, s, 1.0)[:, None]
     _, _, dd, dg = per_sample_losses(fam, scores)
-    return {"mu": mu, "s": s, "a_mu": dd.mean(axis=1), "a_s": (dd * z).mean(axis=1),
-            "b_mu": dg.mean(axis=1), "b_s": (dg * z).mean(axis=1), "p": fam.output(torch.as_tensor(scores)).numpy().mean(axis=1)}
+    return {
+        "mu": mu,
+        "s": s,
+        "a_mu": dd.mean(axis=1),
+        "a_s": (dd * z).mean(axis=1),
+        "b_mu": dg.mean(axis=1),
+        "b_s": (dg * z).mean(axis=1),
+        "p": fam.output(torch.as_tensor(scores)).numpy().mean(axis=1),
+    }
 
 
 def _cov(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -65,7 +72,7 @@ def _cov(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def predicted_var(c_mu, c_s, mu, s) -> np.ndarray:
     """c_μ² V_μ + c_s² V_s + 2 c_μ c_s C (arrays: coefficients (...), series (..., n))."""
-    return c_mu ** 2 * _cov(mu, mu) + c_s ** 2 * _cov(s, s) + 2 * c_mu * c_s * _cov(mu, s)
+    return c_mu**2 * _cov(mu, mu) + c_s**2 * _cov(s, s) + 2 * c_mu * c_s * _cov(mu, s)
 
 
 def law_terms(m_d: dict, m_g: dict, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -81,11 +88,21 @@ def law_terms(m_d: dict, m_g: dict, idx: np.ndarray | None = None) -> dict[str, 
     v_mu, v_s = _cov(g["mu"], g["mu"]), _cov(g["s"], g["s"])
     with np.errstate(all="ignore"):
         corr = _cov(g["mu"], g["s"]) / np.sqrt(v_mu * v_s)
-        return {"predicted": np.sqrt(var_g / var_d), "p_bar": g["p"].mean(axis=-1), "a_mu": a_mu, "a_s": a_s,
-                "b_mu": b_mu, "b_s": b_s, "sd_mu": np.sqrt(v_mu), "sd_s": np.sqrt(v_s), "corr_mu_s": corr,
-                # what carries g's predicted variance: the common shift, the spread, their covariance
-                "g_share_shift": b_mu ** 2 * v_mu / var_g, "g_share_spread": b_s ** 2 * v_s / var_g,
-                "g_share_cov": 2 * b_mu * b_s * _cov(g["mu"], g["s"]) / var_g}
+        return {
+            "predicted": np.sqrt(var_g / var_d),
+            "p_bar": g["p"].mean(axis=-1),
+            "a_mu": a_mu,
+            "a_s": a_s,
+            "b_mu": b_mu,
+            "b_s": b_s,
+            "sd_mu": np.sqrt(v_mu),
+            "sd_s": np.sqrt(v_s),
+            "corr_mu_s": corr,
+            # what carries g's predicted variance: the common shift, the spread, their covariance
+            "g_share_shift": b_mu**2 * v_mu / var_g,
+            "g_share_spread": b_s**2 * v_s / var_g,
+            "g_share_cov": 2 * b_mu * b_s * _cov(g["mu"], g["s"]) / var_g,
+        }
 
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
@@ -125,12 +142,14 @@ def moment_law(fam: LossFamily, mean_mu, mean_s, sd_mu, sd_s, corr, with_means: 
     the swing — is part of the law, not a correction to it. Inputs broadcast (bootstrap replicates).
     """
     shape = np.broadcast(mean_mu, mean_s, sd_mu, sd_s, corr).shape
-    mm, ms, su, ss, rho = (np.broadcast_to(np.asarray(a, dtype=np.float64), shape)[..., None, None]
-                           for a in (mean_mu, mean_s, sd_mu, sd_s, corr))
+    mm, ms, su, ss, rho = (
+        np.broadcast_to(np.asarray(a, dtype=np.float64), shape)[..., None, None]
+        for a in (mean_mu, mean_s, sd_mu, sd_s, corr)
+    )
     rho = np.nan_to_num(np.clip(rho, -1.0, 1.0))
     u1, u2 = _U[:, None], _U[None, :]
     mu = mm + su * u1
-    s = np.maximum(ms + ss * (rho * u1 + np.sqrt(1 - rho ** 2) * u2), 0.0)
+    s = np.maximum(ms + ss * (rho * u1 + np.sqrt(1 - rho**2) * u2), 0.0)
     x = torch.as_tensor(mu[..., None] + s[..., None] * _NODES)
     out = fam.output(x)
     d = fam.d_fake(out).numpy() @ _WEIGHTS  # batch means given (μ, s)
@@ -145,8 +164,13 @@ def moment_law(fam: LossFamily, mean_mu, mean_s, sd_mu, sd_s, corr, with_means: 
     return (sdd, sdg, md, mg) if with_means else (sdd, sdg)
 
 
-def window_numbers(mu: np.ndarray, s: np.ndarray, windows: int, idx: np.ndarray | None = None,
-                   swing: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple]:
+def window_numbers(
+    mu: np.ndarray,
+    s: np.ndarray,
+    windows: int,
+    idx: np.ndarray | None = None,
+    swing: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[tuple]:
     """Per window of the run (``windows`` equal spans of steps): its share of the steps and its five
     numbers (mean score, mean spread, sd of the shift, sd of the spread, their correlation).
 
@@ -163,21 +187,34 @@ def window_numbers(mu: np.ndarray, s: np.ndarray, windows: int, idx: np.ndarray 
         mask = (wid == w).astype(np.float64)
         cnt = mask.sum(axis=-1)
         with np.errstate(all="ignore"):
-            def mean(x):
-                return (x * mask).sum(axis=-1) / cnt
-
-            dmu = (sw_mu - mean(sw_mu)[..., None]) * mask
-            ds = (sw_s - mean(sw_s)[..., None]) * mask
-            v_mu, v_s = (dmu ** 2).sum(axis=-1) / cnt, (ds ** 2).sum(axis=-1) / cnt
+            m_mu, m_s = (mu * mask).sum(axis=-1) / cnt, (s * mask).sum(axis=-1) / cnt
+            dmu = (sw_mu - ((sw_mu * mask).sum(axis=-1) / cnt)[..., None]) * mask
+            ds = (sw_s - ((sw_s * mask).sum(axis=-1) / cnt)[..., None]) * mask
+            v_mu, v_s = (dmu**2).sum(axis=-1) / cnt, (ds**2).sum(axis=-1) / cnt
             corr = np.nan_to_num((dmu * ds).sum(axis=-1) / cnt / np.sqrt(v_mu * v_s))
-            out.append((cnt / n, np.nan_to_num(mean(mu)), np.nan_to_num(mean(s)), np.sqrt(np.nan_to_num(v_mu)),
-                        np.sqrt(np.nan_to_num(v_s)), corr))
+            out.append(
+                (
+                    cnt / n,
+                    np.nan_to_num(m_mu),
+                    np.nan_to_num(m_s),
+                    np.sqrt(np.nan_to_num(v_mu)),
+                    np.sqrt(np.nan_to_num(v_s)),
+                    corr,
+                )
+            )
     return out
 
 
-def windowed_law(fam: LossFamily, mu: np.ndarray, s: np.ndarray, windows: int = 4, idx: np.ndarray | None = None,
-                 swing: tuple[np.ndarray, np.ndarray] | None = None, between: bool = True,
-                 only: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def windowed_law(
+    fam: LossFamily,
+    mu: np.ndarray,
+    s: np.ndarray,
+    windows: int = 4,
+    idx: np.ndarray | None = None,
+    swing: tuple[np.ndarray, np.ndarray] | None = None,
+    between: bool = True,
+    only: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """std(d_fake), std(g) from ``windows`` sets of five numbers: the run as stationary stretches.
 
     Within a window the shift and the spread swing as in ``moment_law``; across windows the operating

@@ -59,11 +59,38 @@ from ..errors import GantrackError
 from .runs import dedupe
 
 BANDS = (("low", 0.0, 0.05), ("mid", 0.05, 0.25), ("high", 0.25, 0.5000001))
-MEASURES = ["n", "spacing", "n_filled", "mean", "std", "std_detrended", "cv", "skew", "kurtosis",
-            "total_power", "dominant_frequency", "dominant_period", "peak_ratio", "peak_p", "ar2_period",
-            "ar2_radius", "power_low", "power_mid", "power_high", "spectral_entropy", "spectral_flatness",
-            "acf_lag1", "acf_first_zero", "iat", "ljungbox_p", "block_length", "mean_lo", "mean_hi",
-            "std_lo", "std_hi"]
+MEASURES = [
+    "n",
+    "spacing",
+    "n_filled",
+    "mean",
+    "std",
+    "std_detrended",
+    "cv",
+    "skew",
+    "kurtosis",
+    "total_power",
+    "dominant_frequency",
+    "dominant_period",
+    "peak_ratio",
+    "peak_p",
+    "ar2_period",
+    "ar2_radius",
+    "power_low",
+    "power_mid",
+    "power_high",
+    "spectral_entropy",
+    "spectral_flatness",
+    "acf_lag1",
+    "acf_first_zero",
+    "iat",
+    "ljungbox_p",
+    "block_length",
+    "mean_lo",
+    "mean_hi",
+    "std_lo",
+    "std_hi",
+]
 
 
 @dataclass
@@ -82,7 +109,7 @@ class Options:
     seed: int = 0
 
     @classmethod
-    def of(cls, **kw) -> "Options":
+    def of(cls, **kw) -> Options:
         unknown = set(kw) - set(cls.__dataclass_fields__)
         if unknown:
             raise GantrackError(f"unknown oscillation option(s): {', '.join(sorted(unknown))}")
@@ -100,6 +127,7 @@ class Options:
 
 # --- preprocessing ------------------------------------------------------------------------------
 
+
 @dataclass
 class Series:
     """One prepared series: raw values on a regular grid, detrended copy, and bookkeeping."""
@@ -113,14 +141,18 @@ class Series:
     n_filled: int
 
 
+def burn_in_step(steps: np.ndarray, burn_in: float) -> float:
+    """First step kept: ``burn_in`` ≥ 1 is a number of steps, < 1 a fraction of the logged span."""
+    if burn_in >= 1:
+        return steps.min() + int(burn_in)
+    return steps.min() + burn_in * (steps.max() - steps.min())
+
+
 def _grid(run_id, key, steps: np.ndarray, values: np.ndarray, opt: Options) -> tuple[Series | None, str]:
     finite = np.isfinite(values) & (np.abs(values) < 1e308)  # MLflow stores ±inf as ±1.797e308
     if not finite.any():
         return None, "no finite values"
-    if opt.burn_in >= 1:
-        keep = steps >= steps.min() + int(opt.burn_in)
-    else:
-        keep = steps >= steps.min() + opt.burn_in * (steps.max() - steps.min())
+    keep = steps >= burn_in_step(steps, opt.burn_in)
     steps, values, finite = steps[keep], values[keep], finite[keep]
     if finite.sum() < opt.min_length:
         return None, f"too short: {int(finite.sum())} finite points after burn-in (need {opt.min_length})"
@@ -174,7 +206,9 @@ def prepare(metrics: pd.DataFrame, keys=None, opt: Options | None = None) -> tup
 
 def _check_frame(metrics) -> None:
     if not isinstance(metrics, pd.DataFrame):
-        raise GantrackError(f"expected the long metrics DataFrame (run_id, key, step, value), got {type(metrics).__name__}")
+        raise GantrackError(
+            f"expected the long metrics DataFrame (run_id, key, step, value), got {type(metrics).__name__}"
+        )
     missing = {"run_id", "key", "step", "value"} - set(metrics.columns)
     if missing:
         raise GantrackError(f"metrics frame lacks column(s): {', '.join(sorted(missing))}")
@@ -183,6 +217,7 @@ def _check_frame(metrics) -> None:
 
 
 # --- estimators (vectorised over rows of a 2-D array) ------------------------------------------
+
 
 def acf(x: np.ndarray, nlags: int) -> np.ndarray:
     """Biased sample autocorrelation along the last axis (= statsmodels ``acf(adjusted=False)``)."""
@@ -203,7 +238,7 @@ def iat_geyer(rho: np.ndarray) -> np.ndarray:
     """
     rho = np.atleast_2d(rho)
     m = rho.shape[-1] // 2
-    gamma = rho[:, 0:2 * m:2] + rho[:, 1:2 * m:2]
+    gamma = rho[:, 0 : 2 * m : 2] + rho[:, 1 : 2 * m : 2]
     positive = np.cumprod(gamma > 0, axis=1).astype(bool)
     gamma = np.minimum.accumulate(np.where(positive, gamma, 0.0), axis=1)
     return -1.0 + 2.0 * gamma.sum(axis=1)
@@ -212,7 +247,7 @@ def iat_geyer(rho: np.ndarray) -> np.ndarray:
 def ljung_box(rho: np.ndarray, n: int, lags: int) -> tuple[np.ndarray, np.ndarray]:
     """Ljung-Box Q = n(n+2) Σ_{k≤lags} ρ_k²/(n-k) and its chi-square p-value (statsmodels' formula)."""
     k = np.arange(1, lags + 1)
-    q = n * (n + 2) * np.sum(rho[..., 1:lags + 1] ** 2 / (n - k), axis=-1)
+    q = n * (n + 2) * np.sum(rho[..., 1 : lags + 1] ** 2 / (n - k), axis=-1)
     return q, stats.chi2.sf(q, lags)
 
 
@@ -220,8 +255,17 @@ def welch_psd(x: np.ndarray, spacing: int = 1, nperseg: int = 256, nfft: int | N
     """Welch PSD along the last axis: Hann, 50 % overlap, per-segment mean removal, density per cycle/step."""
     n = x.shape[-1]
     seg = min(nperseg, n)
-    return signal.welch(x, fs=1.0 / spacing, window="hann", nperseg=seg, noverlap=seg // 2,
-                        nfft=nfft or seg, detrend="constant", scaling="density", axis=-1)
+    return signal.welch(
+        x,
+        fs=1.0 / spacing,
+        window="hann",
+        nperseg=seg,
+        noverlap=seg // 2,
+        nfft=nfft or seg,
+        detrend="constant",
+        scaling="density",
+        axis=-1,
+    )
 
 
 def peak_frequency(freq: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +335,9 @@ def _spectral(xs: np.ndarray, spacing: int, opt: Options) -> dict[str, np.ndarra
         band = (cyc[1:] >= lo) & (cyc[1:] < hi)
         out[f"power_{name}"] = share[:, band].sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["spectral_entropy"] = -np.nansum(np.where(share > 0, share * np.log(share), 0), axis=1) / np.log(pos.shape[1])
+        out["spectral_entropy"] = -np.nansum(np.where(share > 0, share * np.log(share), 0), axis=1) / np.log(
+            pos.shape[1]
+        )
         out["spectral_flatness"] = np.exp(np.mean(np.log(np.maximum(pos, 1e-300)), axis=1)) / pos.mean(axis=1)
     fz, pz = welch_psd(xs, spacing, seg, nfft=4 * seg)
     fpeak, ppeak = peak_frequency(fz, pz)
@@ -301,7 +347,7 @@ def _spectral(xs: np.ndarray, spacing: int, opt: Options) -> dict[str, np.ndarra
     r1 = acf(xs, 1)[:, 1]
     var = xs.var(axis=1)
     w = 2 * np.pi * fpeak * spacing
-    background = 2 * var * spacing * (1 - r1 ** 2) / (1 - 2 * r1 * np.cos(w) + r1 ** 2)
+    background = 2 * var * spacing * (1 - r1**2) / (1 - 2 * r1 * np.cos(w) + r1**2)
     n_seg = max(1, (xs.shape[1] - seg) // (seg // 2) + 1)
     dof = 2 * n_seg
     ratio = ppeak / background
@@ -321,7 +367,7 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
     _, lb_p = ljung_box(rho, n, lb_lags)
     iat = iat_geyer(rho)
     k = min(opt.max_lag, n - 1)
-    nonpos = rho[:, 1:k + 1] <= 0
+    nonpos = rho[:, 1 : k + 1] <= 0
     first_zero = np.where(nonpos.any(axis=1), nonpos.argmax(axis=1) + 1, np.nan) * spacing
     mean, std = raws.mean(axis=1), raws.std(axis=1, ddof=1)
     rng = np.random.default_rng(opt.seed)
@@ -334,15 +380,31 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
         boot = s.raw[idx]
         bm, bs = boot.mean(axis=1), boot.std(axis=1, ddof=1)
         p2, r2 = ar2(s.x)
-        row = {"run_id": s.run_id, "key": s.key, "n": n, "spacing": spacing, "n_filled": s.n_filled,
-               "mean": mean[j], "std": std[j], "std_detrended": s.x.std(ddof=1),
-               "cv": std[j] / abs(mean[j]) if mean[j] != 0 else np.nan,
-               "skew": stats.skew(s.raw), "kurtosis": stats.kurtosis(s.raw),
-               "ar2_period": p2 * spacing, "ar2_radius": r2,
-               "acf_lag1": rho[j, 1], "acf_first_zero": first_zero[j], "iat": iat[j], "ljungbox_p": lb_p[j],
-               "block_length": b * spacing,
-               "mean_lo": np.quantile(bm, alpha), "mean_hi": np.quantile(bm, 1 - alpha),
-               "std_lo": np.quantile(bs, alpha), "std_hi": np.quantile(bs, 1 - alpha), "reason": ""}
+        row = {
+            "run_id": s.run_id,
+            "key": s.key,
+            "n": n,
+            "spacing": spacing,
+            "n_filled": s.n_filled,
+            "mean": mean[j],
+            "std": std[j],
+            "std_detrended": s.x.std(ddof=1),
+            "cv": std[j] / abs(mean[j]) if mean[j] != 0 else np.nan,
+            "skew": stats.skew(s.raw),
+            "kurtosis": stats.kurtosis(s.raw),
+            "ar2_period": p2 * spacing,
+            "ar2_radius": r2,
+            "acf_lag1": rho[j, 1],
+            "acf_first_zero": first_zero[j],
+            "iat": iat[j],
+            "ljungbox_p": lb_p[j],
+            "block_length": b * spacing,
+            "mean_lo": np.quantile(bm, alpha),
+            "mean_hi": np.quantile(bm, 1 - alpha),
+            "std_lo": np.quantile(bs, alpha),
+            "std_hi": np.quantile(bs, 1 - alpha),
+            "reason": "",
+        }
         row.update({name: float(v[j]) for name, v in spec.items()})
         rows.append(row)
     return rows
@@ -375,9 +437,23 @@ def oscillation(metrics: pd.DataFrame, keys=None, **options) -> pd.DataFrame:
 
 # --- pairs --------------------------------------------------------------------------------------
 
-PAIR_MEASURES = ["n", "corr", "corr_lo", "corr_hi", "std_ratio", "std_ratio_lo", "std_ratio_hi",
-                 "power_ratio", "best_lag", "ccf_best", "coherence_mean", "coherence_at_peak",
-                 "phase_at_peak_deg", "peak_frequency", "block_length"]
+PAIR_MEASURES = [
+    "n",
+    "corr",
+    "corr_lo",
+    "corr_hi",
+    "std_ratio",
+    "std_ratio_lo",
+    "std_ratio_hi",
+    "power_ratio",
+    "best_lag",
+    "ccf_best",
+    "coherence_mean",
+    "coherence_at_peak",
+    "phase_at_peak_deg",
+    "peak_frequency",
+    "block_length",
+]
 
 
 def _aligned(sx: Series, sy: Series) -> tuple[np.ndarray, ...]:
@@ -410,8 +486,9 @@ def pair_spectrum(x: np.ndarray, y: np.ndarray, spacing: int = 1, nperseg: int =
     _, coh = signal.coherence(x, y, **kw)
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = np.abs(pxy) / pxx
-    return pd.DataFrame({"frequency": f, "coherence": coh, "phase_deg": np.degrees(np.angle(pxy)),
-                         "transfer_gain": gain, "psd_x": pxx})
+    return pd.DataFrame(
+        {"frequency": f, "coherence": coh, "phase_deg": np.degrees(np.angle(pxy)), "transfer_gain": gain, "psd_x": pxx}
+    )
 
 
 def oscillation_pairs(metrics: pd.DataFrame, pairs=(("loss/d_fake", "loss/g"),), **options) -> pd.DataFrame:
@@ -451,40 +528,26 @@ def oscillation_pairs(metrics: pd.DataFrame, pairs=(("loss/d_fake", "loss/g"),),
             bx, by_ = rx[idx], ry[idx]
             bsr = by_.std(axis=1, ddof=1) / bx.std(axis=1, ddof=1)
             bxc, byc = bx - bx.mean(axis=1, keepdims=True), by_ - by_.mean(axis=1, keepdims=True)
-            bcorr = (bxc * byc).sum(axis=1) / np.sqrt((bxc ** 2).sum(axis=1) * (byc ** 2).sum(axis=1))
-            row.update({
-                "n": n, "corr": np.corrcoef(rx, ry)[0, 1],
-                "corr_lo": np.nanquantile(bcorr, alpha), "corr_hi": np.nanquantile(bcorr, 1 - alpha),
-                "std_ratio": ry.std(ddof=1) / rx.std(ddof=1),
-                "std_ratio_lo": np.quantile(bsr, alpha), "std_ratio_hi": np.quantile(bsr, 1 - alpha),
-                "power_ratio": dy.var() / dx.var(), "best_lag": int(lags[best]) * sx.spacing,
-                "ccf_best": ccf[best], "coherence_mean": spec["coherence"].iloc[1:].mean(),
-                "coherence_at_peak": spec["coherence"].iloc[at], "phase_at_peak_deg": spec["phase_deg"].iloc[at],
-                "peak_frequency": spec["frequency"].iloc[at], "block_length": b * sx.spacing,
-            })
+            bcorr = (bxc * byc).sum(axis=1) / np.sqrt((bxc**2).sum(axis=1) * (byc**2).sum(axis=1))
+            row.update(
+                {
+                    "n": n,
+                    "corr": np.corrcoef(rx, ry)[0, 1],
+                    "corr_lo": np.nanquantile(bcorr, alpha),
+                    "corr_hi": np.nanquantile(bcorr, 1 - alpha),
+                    "std_ratio": ry.std(ddof=1) / rx.std(ddof=1),
+                    "std_ratio_lo": np.quantile(bsr, alpha),
+                    "std_ratio_hi": np.quantile(bsr, 1 - alpha),
+                    "power_ratio": dy.var() / dx.var(),
+                    "best_lag": int(lags[best]) * sx.spacing,
+                    "ccf_best": ccf[best],
+                    "coherence_mean": spec["coherence"].iloc[1:].mean(),
+                    "coherence_at_peak": spec["coherence"].iloc[at],
+                    "phase_at_peak_deg": spec["phase_deg"].iloc[at],
+                    "peak_frequency": spec["frequency"].iloc[at],
+                    "block_length": b * sx.spacing,
+                }
+            )
             rows.append(row)
     out = pd.DataFrame(rows, columns=["run_id", "x", "y"] + PAIR_MEASURES + ["reason"])
     return out
-
-
-# --- back to MLflow -----------------------------------------------------------------------------
-
-def log_oscillation(results: pd.DataFrame, tracking_uri: str | None = None, prefix: str = "osc",
-                    measures=("mean", "std", "dominant_period", "total_power", "spectral_entropy",
-                              "acf_first_zero", "iat", "ljungbox_p", "power_high", "peak_ratio")) -> int:
-    """Log each row's measures to its run as ``osc/<key>/<measure>`` (finite values only); returns the count."""
-    from mlflow.entities import Metric
-
-    from ..tracking import client, resolve_tracking_uri
-
-    mlclient = client(resolve_tracking_uri(tracking_uri))
-    import time
-
-    ts, n = int(time.time() * 1000), 0
-    for run_id, g in results.groupby("run_id"):
-        batch = [Metric(f"{prefix}/{row.key}/{m}", float(getattr(row, m)), ts, 0)
-                 for row in g.itertuples() for m in measures if np.isfinite(getattr(row, m))]
-        for i in range(0, len(batch), 1000):
-            mlclient.log_batch(str(run_id), metrics=batch[i:i + 1000])
-        n += len(batch)
-    return n

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .oscillation import acf, welch_psd  # noqa: E402
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
 COLORS = {"loss/d_real": "tab:blue", "loss/d_fake": "tab:orange", "loss/g": "tab:green"}
 
@@ -20,20 +15,24 @@ COLORS = {"loss/d_real": "tab:blue", "loss/d_fake": "tab:orange", "loss/g": "tab
 def png_bytes(fig, dpi: int = 80) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    fig.clear()
     return buf.getvalue()
 
 
-def run_panels(wide: pd.DataFrame, spectrum: pd.DataFrame, title: str, implied: tuple | None,
-               burn_in_step: float) -> plt.Figure:
-    """Six panels for one run: book-style losses and accuracies, implied probabilities,
-    PSD and ACF of d_fake vs g, and g's transfer gain on d_fake against the gain law."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+def run_panels(
+    wide: pd.DataFrame, spectrum: pd.DataFrame, curves: pd.DataFrame, title: str, implied: tuple | None
+) -> Figure:
+    """Six panels for one run: book-style losses and accuracies, implied probabilities, and the PSD,
+    ACF and transfer gain that ``explain`` computed (``curves``, ``spectrum``); the burn-in is shaded."""
+    fig = Figure(figsize=(13, 6.5))
+    axes = fig.subplots(2, 3)
     steps = wide.index.to_numpy()
+    first = curves["first_step"].iloc[0] if len(curves) else steps.min()
     ax = axes[0, 0]
     for key, label in (("loss/d_real", "d_real (d1)"), ("loss/d_fake", "d_fake (d2)"), ("loss/g", "g")):
         if key in wide:
             ax.plot(steps, wide[key], lw=0.7, label=label, color=COLORS[key])
+    ax.axvspan(steps.min(), first, color="0.9", zorder=0, label="burn-in")
     ax.set(title="losses (book style)", xlabel="step")
     ax.legend(fontsize=7)
     ax = axes[0, 1]
@@ -49,18 +48,12 @@ def run_panels(wide: pd.DataFrame, spectrum: pd.DataFrame, title: str, implied: 
         ax.plot(s, q_hat, lw=0.7, color=COLORS["loss/g"], label="q̂ = exp(-g)")
         ax.legend(fontsize=7)
     ax.set(title="implied D(G(z))", xlabel="step")
-    post = wide[wide.index >= burn_in_step]
     ax_psd, ax_acf = axes[1, 0], axes[1, 1]
-    for key in ("loss/d_fake", "loss/g"):
-        if key not in post or post[key].notna().sum() < 16:
-            continue
-        x = post[key].interpolate(limit_direction="both").to_numpy()
-        x = x - np.polyval(np.polyfit(np.arange(len(x)), x, 1), np.arange(len(x)))
-        f, p = welch_psd(x, 1, min(256, len(x)))
-        ax_psd.semilogy(f[1:], p[1:], lw=0.8, color=COLORS[key], label=key)
-        lags = min(50, len(x) - 1)
-        ax_acf.plot(np.arange(lags + 1), acf(x, lags), lw=0.8, color=COLORS[key], label=key)
-    ax_psd.set(title="Welch PSD (detrended)", xlabel="cycles / step")
+    for key, c in curves.groupby("key", sort=False):
+        psd, acf_ = c[c["kind"] == "psd"], c[c["kind"] == "acf"]
+        ax_psd.semilogy(psd["x"], psd["y"], lw=0.8, color=COLORS.get(key), label=key)
+        ax_acf.plot(acf_["x"], acf_["y"], lw=0.8, color=COLORS.get(key), label=key)
+    ax_psd.set(title="Welch PSD (detrended, after burn-in)", xlabel="cycles / step")
     ax_psd.legend(fontsize=7)
     ax_acf.axhline(0, color="k", lw=0.5)
     ax_acf.set(title="autocorrelation", xlabel="lag (steps)")
@@ -69,7 +62,7 @@ def run_panels(wide: pd.DataFrame, spectrum: pd.DataFrame, title: str, implied: 
     sp = spectrum.iloc[1:]
     ax.semilogy(sp["frequency"], sp["transfer_gain"], lw=0.8, label="|CSD| / PSD(d_fake)")
     if np.isfinite(sp["predicted_gain"].iloc[0]):
-        ax.axhline(sp["predicted_gain"].iloc[0], color="k", ls="--", lw=0.8, label="gain law")
+        ax.axhline(sp["predicted_gain"].iloc[0], color="k", ls="--", lw=0.8, label="law (link)")
     ax2 = ax.twinx()
     ax2.plot(sp["frequency"], sp["coherence"], color="tab:gray", lw=0.6, alpha=0.7)
     ax2.set_ylim(0, 1)
@@ -81,10 +74,11 @@ def run_panels(wide: pd.DataFrame, spectrum: pd.DataFrame, title: str, implied: 
     return fig
 
 
-def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) -> plt.Figure:
+def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) -> Figure:
     """The question in one figure: d_fake and g as the book plots them, beside the same two curves
     mapped back to the D(G(z)) they imply (p̂ from d_fake, q̂ from g)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig = Figure(figsize=(11, 3.6))
+    axes = fig.subplots(1, 2)
     steps = wide.index.to_numpy()
     for key, label in (("loss/d_fake", "d_fake = -log(1 - D(G(z)))"), ("loss/g", "g = -log D(G(z))")):
         if key in wide:
@@ -93,7 +87,9 @@ def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) 
     axes[0].legend(fontsize=8)
     if implied_curves is not None:
         s, p_hat, q_hat = implied_curves
-        axes[1].plot(s, p_hat, lw=0.8, color=COLORS["loss/d_fake"], label="p̂ from d_fake (D's batch, before its update)")
+        axes[1].plot(
+            s, p_hat, lw=0.8, color=COLORS["loss/d_fake"], label="p̂ from d_fake (D's batch, before its update)"
+        )
         axes[1].plot(s, q_hat, lw=0.8, color=COLORS["loss/g"], label="q̂ from g (G's batch, after)")
         axes[1].set_ylim(0, 1)
         axes[1].legend(fontsize=8)
@@ -103,39 +99,51 @@ def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) 
     return fig
 
 
-def predicted_vs_measured(summary: pd.DataFrame) -> plt.Figure:
+def predicted_vs_measured(summary: pd.DataFrame) -> Figure:
     """The law (and the simple (1-p̄)/p̄ baseline) against the measured link factor, one point per run."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     s = summary.dropna(subset=["link"])
     yerr = [s["link"] - s["link_lo"], s["link_hi"] - s["link"]]
-    for col, marker, name in (("predicted_link_simple", "x", "simple law (1-p̄)/p̄"),
-                              ("predicted_link", "o", "law (per-sample scores)")):
+    for col, marker, name in (
+        ("predicted_link_simple", "x", "simple law (1-p̄)/p̄"),
+        ("predicted_link", "o", "law (per-sample scores)"),
+    ):
         if col in s and s[col].notna().any():
             ax.errorbar(s[col], s["link"], yerr=yerr, fmt=marker, ms=6, lw=0.6, capsize=2, label=name)
-    vals = np.r_[s["link_lo"], s["link_hi"], s.get("predicted_link", pd.Series(dtype=float)),
-                 s.get("predicted_link_simple", pd.Series(dtype=float))].astype(float)
+    vals = np.r_[
+        s["link_lo"],
+        s["link_hi"],
+        s.get("predicted_link", pd.Series(dtype=float)),
+        s.get("predicted_link_simple", pd.Series(dtype=float)),
+    ].astype(float)
     vals = vals[np.isfinite(vals) & (vals > 0)]
     lim = [min(0.5, vals.min() / 1.5) if len(vals) else 0.5, max(2.0, vals.max() * 1.5) if len(vals) else 2.0]
     ax.plot(lim, lim, "k--", lw=0.8, label="measured = predicted")
     ax.fill_between(lim, [v / 1.15 for v in lim], [v * 1.15 for v in lim], color="gray", alpha=0.15, label="±15 %")
     ax.set_xscale("log")  # gains span orders of magnitude once D(G(z)) saturates
     ax.set_yscale("log")
-    ax.set(xlim=lim, ylim=lim, xlabel="predicted link", ylabel="measured link factor (95% CI)",
-           title="link: predicted vs measured")
+    ax.set(
+        xlim=lim,
+        ylim=lim,
+        xlabel="predicted link",
+        ylabel="measured link factor (95% CI)",
+        title="link: predicted vs measured",
+    )
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
 
-def factor_bars(factors: pd.DataFrame) -> plt.Figure:
+def factor_bars(factors: pd.DataFrame) -> Figure:
     """Decomposition factors per run (tidy: run label, factor, estimate)."""
     f = factors[factors["factor"].isin(["link", "context", "timing", "sampling"])].dropna(subset=["estimate"])
-    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.5 * f["label"].nunique() + 4)), 4))
+    fig = Figure(figsize=(min(14, max(6, 0.5 * f["label"].nunique() + 4)), 4))
+    ax = fig.subplots()
     sns.barplot(data=f, x="label", y="estimate", hue="factor", ax=ax)
     ax.axhline(1, color="k", lw=0.6)
     ax.set_yscale("log")  # factors multiply: equal distances above and below 1 mean equal effects
-    ax.set(xlabel="", ylabel="std ratio (log scale)",
-           title="std(g)/std(d_fake) = link × context × timing × sampling")
+    ax.set(xlabel="", ylabel="std ratio (log scale)", title="std(g)/std(d_fake) = link × context × timing × sampling")
     ax.tick_params(axis="x", rotation=60, labelsize=7)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     fig.tight_layout()

@@ -18,16 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import contract as C
 from ..errors import GantrackError
 from . import plots
-from .. import contract as C
 from .explain import explain, implied
-from .oscillation import log_oscillation, oscillation
+from .oscillation import oscillation
+from .publish import publish_report
 from .runs import RunSet, load_runs
-
-EXPLAIN_METRICS = ["ratio", "link", "link_lo", "link_hi", "context", "timing", "sampling", "residual", "p_bar",
-                   "predicted_link", "predicted_link_simple", "predicted_ratio", "link_error", "link_error_lo",
-                   "link_error_hi", "implied_ratio", "coherence_mean", "corr", "g_period"]
+from .text import ci, fmt, pct
 
 
 @dataclass
@@ -59,14 +57,6 @@ def _label(row) -> str:
     return "/".join(parts) + (f"/s{seed}" if isinstance(seed, str) else "") or str(row["run_id"])[:8]
 
 
-def _fmt(x, digits=2) -> str:
-    return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
-
-
-def _ci(row, name) -> str:
-    return f"{_fmt(row[name])} [{_fmt(row[name + '_lo'])}, {_fmt(row[name + '_hi'])}]"
-
-
 FACTOR_ORDER = ("link", "context", "timing", "sampling")
 SCENARIO_ORDER = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
 
@@ -86,14 +76,11 @@ def _groups(s: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     fams = s["family"].nunique() > 1
     label = (scen + (" / " + s["family"] if fams else "")) if several else s["family"]
     rank = scen.map(lambda x: SCENARIO_ORDER.index(x) if x in SCENARIO_ORDER else len(SCENARIO_ORDER))
-    s = s.assign(group=label, _rank=rank).sort_values(["_rank", "group"], kind="stable")
-    return [(g, d.drop(columns=["_rank"])) for g, d in s.groupby("group", sort=False)]
-
-
-def _pct(x: float) -> str:
-    if not np.isfinite(x):
-        return "—"
-    return f"{100 * x:+.1f} %" if abs(x) < 0.1 else f"{100 * x:+.0f} %"
+    fam_rank = s["family"].map(
+        lambda x: C.LOSS_FAMILIES.index(x) if x in C.LOSS_FAMILIES else len(C.LOSS_FAMILIES)
+    )  # the book's nsgan first
+    s = s.assign(group=label, _rank=rank, _fam=fam_rank).sort_values(["_rank", "_fam", "group"], kind="stable")
+    return [(g, d.drop(columns=["_rank", "_fam"])) for g, d in s.groupby("group", sort=False)]
 
 
 def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
@@ -101,8 +88,10 @@ def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
     first, each with its cause; a pair that pulls in opposite directions is named as cancelling."""
     med = {f: g[f].median() for f in FACTOR_ORDER if f in g and g[f].notna().any()}
     if "link" not in med:
-        return ("The runs lack the probe cells that split the ratio (train with probes on: "
-                "`gantrack train` logs them by default).")
+        return (
+            "The runs lack the probe cells that split the ratio (train with probes on: "
+            "`gantrack train` logs them by default)."
+        )
     parts = ", ".join(f"{f} ×{v:.2f}" for f, v in med.items())
     big = sorted((f for f in med if abs(np.log(med[f])) > np.log(1.5)), key=lambda f: -abs(np.log(med[f])))
     text = f"Factors (medians): {parts}."
@@ -111,8 +100,10 @@ def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
     ups = [f for f in big if med[f] > 1]
     downs = [f for f in big if med[f] < 1]
     if ups and downs:
-        text += (f" **{ups[0]}** (×{med[ups[0]]:.2f}) and **{downs[0]}** (×{med[downs[0]]:.2f}) pull in opposite "
-                 "directions and largely cancel.")
+        text += (
+            f" **{ups[0]}** (×{med[ups[0]]:.2f}) and **{downs[0]}** (×{med[downs[0]]:.2f}) pull in opposite "
+            "directions and largely cancel."
+        )
     for f in big:
         text += f" **{f}**: {_cause(f, g, med)}."
     return text
@@ -121,21 +112,35 @@ def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
 def _cause(factor: str, g: pd.DataFrame, med: dict) -> str:
     if factor == "link":
         fam = g["family"].iloc[0]
-        steeper = ("g's -log p is the steeper link below p = 1/2" if fam == "nsgan" and med["link"] > 1
-                   else "d_fake's link is the steeper one here" if med["link"] < 1 else "the family's links")
-        return (f"at the operating point p̄ = {g['p_bar'].median():.3f} the same move of D(G(z)) moves g "
-                f"{med['link']:.2f}× as far as d_fake ({steeper})")
+        steeper = (
+            "g's -log p is the steeper link below p = 1/2"
+            if fam == "nsgan" and med["link"] > 1
+            else "d_fake's link is the steeper one here"
+            if med["link"] < 1
+            else "the family's links"
+        )
+        point = "p̄ = mean D(G(z))" if fam in ("nsgan", "minimax") else "mean D output"
+        return (
+            f"at the operating point ({point} = {g['p_bar'].median():.3f}) the same move of D's output moves g "
+            f"{med['link']:.2f}× as far as d_fake ({steeper})"
+        )
     if factor == "context":
         a, b = g["p_dbatch_before"].median(), g["p_dbatch_before_gctx"].median()
         schedule = g["schedule"].iloc[0] if "schedule" in g else ""
-        where = ("inside D's mixed real+fake batch" if schedule == "joint" else "in D's own step")
-        return (f"the same D, before its update, gives the same fakes p̄ = {a:.4f} {where} and p̄ = {b:.4f} in the "
-                "generator step's all-fake batch: BatchNorm batch statistics, not D's update, decide what g sees")
+        where = "inside D's mixed real+fake batch" if schedule == "joint" else "in D's own step"
+        return (
+            f"the same D, before its update, gives the same fakes p̄ = {a:.4f} {where} and p̄ = {b:.4f} in the "
+            "generator step's all-fake batch: BatchNorm batch statistics, not D's update, decide what g sees"
+        )
     if factor == "timing":
-        return (f"D's update between the two measurements changes what g sees (×{med['timing']:.2f} on the same "
-                "batch in the same BatchNorm context)")
-    return (f"d_fake and g are measured on different batches (×{med['sampling']:.2f} under the same D): new z, "
-            "64 vs 128 fakes")
+        return (
+            f"D's update between the two measurements changes what g sees (×{med['timing']:.2f} on the same "
+            "batch in the same BatchNorm context)"
+        )
+    return (
+        f"d_fake and g are measured on different batches (×{med['sampling']:.2f} under the same D): new z, "
+        "64 vs 128 fakes"
+    )
 
 
 def _law_sentence(g: pd.DataFrame) -> str:
@@ -143,27 +148,33 @@ def _law_sentence(g: pd.DataFrame) -> str:
     simple = g["predicted_link_simple"].median() if "predicted_link_simple" in g else np.nan
     if have.empty:
         reasons = sorted(set(g.get("law_reason", pd.Series(dtype=str)).dropna().astype(str)) - {""})
-        return (f"The simple law (1-p̄)/p̄-type gain predicts a link of {_fmt(simple)} against a measured "
-                f"{_fmt(g['link'].median())}; the per-sample law needs per-sample probes"
-                + (f" ({reasons[0]})" if reasons else "") + ".")
+        return (
+            f"The simple law (1-p̄)/p̄-type gain predicts a link of {fmt(simple)} against a measured "
+            f"{fmt(g['link'].median())}; the per-sample law needs per-sample probes"
+            + (f" ({reasons[0]})" if reasons else "")
+            + "."
+        )
     verdicts = have["law_verdict"].value_counts()
     tally = ", ".join(f"{n} {v}" for v, n in verdicts.items())
     simple_err = (have["predicted_link_simple"] / have["link"] - 1).median()
-    text = (f"The law — for each quarter of the run five numbers: the operating point (mean and spread of D's "
-            f"scores), how far the common shift and the spread swing, and their correlation; the links applied "
-            f"exactly — predicts a link of {have['predicted_link'].median():.2f} against a measured "
-            f"{have['link'].median():.2f}: error {_pct(have['link_error'].median())} (median; verdict at ±15 %: "
-            f"{tally}); for the whole ratio {_pct(have['ratio_error'].median())}. The simple law at p̄ "
-            f"({simple:.2f}) misses by {_pct(simple_err)}")
+    text = (
+        f"The law — for each quarter of the run five numbers: the operating point (mean and spread of D's "
+        f"scores), how far the common shift and the spread swing, and their correlation; the links applied "
+        f"exactly — predicts a link of {have['predicted_link'].median():.2f} against a measured "
+        f"{have['link'].median():.2f}: error {pct(have['link_error'].median())} (median; verdict at ±15 %: "
+        f"{tally}); for the whole ratio {pct(have['ratio_error'].median())}. The simple law at p̄ "
+        f"({simple:.2f}) misses by {pct(simple_err)}"
+    )
     shift = have["predicted_link_shift_only"].median()
     holds = (have["law_verdict"] == "holds").mean() > 0.5
     if holds and np.isfinite(shift):
         ops = have["law_operating_points"].iloc[0] if "law_operating_points" in have else ""
-        text += (f"; the common shift alone (the spread held still within each quarter) gives {shift:.2f}, so "
-                 + ("the common shift carries the link, and the gain at the average p̄ misses because the operating "
-                    f"point moves across the run (D(G(z)) at the quarters' mean scores, first run: {ops})"
-                    if abs(shift / have["predicted_link"].median() - 1) < 0.1 else
-                    "changes of spread (which move d_fake and g the same way) matter beside the shift"))
+        text += f"; the common shift alone (the spread held still within each quarter) gives {shift:.2f}, so " + (
+            "the common shift carries the link, and the gain at the average p̄ misses because the operating "
+            f"point moves across the run (D(G(z)) at the quarters' mean scores, first run: {ops})"
+            if abs(shift / have["predicted_link"].median() - 1) < 0.1
+            else "changes of spread (which move d_fake and g the same way) matter beside the shift"
+        )
     elif not holds:
         why = have.loc[have["law_verdict"] != "holds", "law_reason"].iloc[0]
         text += f". The law does not hold here; first such run: {why}"
@@ -181,19 +192,23 @@ def answer(summary: pd.DataFrame) -> list[str]:
         n = len(g)
         ratio = g["ratio"].median()
         calm = "swings more than" if ratio > 1.1 else ("moves less than" if ratio < 0.9 else "moves about as much as")
-        out.append(f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — std(g)/std(d_fake) = {ratio:.2f} "
-                   f"(median; range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
-                   f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
-                   + _factor_sentence(g, ratio) + " " + _law_sentence(g))
+        out.append(
+            f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — std(g)/std(d_fake) = {ratio:.2f} "
+            f"(median; range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
+            f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
+            + _factor_sentence(g, ratio)
+            + " "
+            + _law_sentence(g)
+        )
         failed = g[g.get("law_verdict", pd.Series("", index=g.index)) == "fails"]
         for _, r in failed.iterrows():
-            out.append(f"- {r['label']}: law {_fmt(r['predicted_link'])}, measured {_ci(r, 'link')} — {r['law_reason']}.")
+            out.append(f"- {r['label']}: law {fmt(r['predicted_link'])}, measured {ci(r, 'link')} — {r['law_reason']}.")
     return out
 
 
 def _run_figure(args) -> bytes:
-    wide, spectrum, title, implied_curves, burn = args
-    return plots.png_bytes(plots.run_panels(wide, spectrum, title, implied_curves, burn))
+    wide, spectrum, curves, title, implied_curves = args
+    return plots.png_bytes(plots.run_panels(wide, spectrum, curves, title, implied_curves))
 
 
 def _implied_curves(fam: str, wide: pd.DataFrame):
@@ -204,9 +219,17 @@ def _implied_curves(fam: str, wide: pd.DataFrame):
     return wide.index.to_numpy(), p_hat, q_hat
 
 
-def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str | Path | None = None,
-                 runset: RunSet | None = None, log_to_mlflow: bool = True, progress: bool = True,
-                 extra_sections: list[tuple[str, str]] | None = None, workers: int = 2, **options) -> Report:
+def build_report(
+    experiment: str,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    runset: RunSet | None = None,
+    log_to_mlflow: bool = True,
+    progress: bool = True,
+    extra_sections: list[tuple[str, str]] | None = None,
+    workers: int = 2,
+    **options,
+) -> Report:
     """Analyse every run of ``experiment`` and write the report to ``out_dir`` (default
     ``./reports/<experiment>``). ``extra_sections``: (title, markdown) pairs placed after the answer."""
     from tqdm import tqdm
@@ -216,9 +239,12 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     kind = f"tags.{C.TAG_KIND}"
     if kind in rs.runs.columns:
         keep = ~rs.runs[kind].fillna("").isin(["report", "sweep"])
-        rs = RunSet(rs.runs[keep].reset_index(drop=True),
-                    rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))],
-                    rs.tracking_uri, rs.cache_dir)
+        rs = RunSet(
+            rs.runs[keep].reset_index(drop=True),
+            rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))],
+            rs.tracking_uri,
+            rs.cache_dir,
+        )
     if rs.runs.empty:
         raise GantrackError(f"experiment {experiment!r} has no training runs to report on")
     out = Path(out_dir or Path("reports") / experiment)
@@ -227,10 +253,15 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     osc = oscillation(rs.metrics, keys=list(C.LOSS_KEYS), **options)
-    meta = rs.runs.rename(columns={f"tags.{C.TAG_SCENARIO}": "scenario", f"tags.{C.TAG_LOSS}": "loss",
-                                   f"tags.{C.TAG_SEED}": "seed", f"tags.{C.TAG_SCHEDULE}": "schedule"})
+    meta = rs.runs.rename(
+        columns={
+            f"tags.{C.TAG_SCENARIO}": "scenario",
+            f"tags.{C.TAG_LOSS}": "loss",
+            f"tags.{C.TAG_SEED}": "seed",
+            f"tags.{C.TAG_SCHEDULE}": "schedule",
+        }
+    )
     summaries, factors, jobs, wides = [], [], [], {}
-    burn = options.get("burn_in", 0.1)
     for _, run in tqdm(list(meta.iterrows()), disable=not progress, desc="explaining", unit="run"):
         rid = run["run_id"]
         label = _label(run)
@@ -243,28 +274,40 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
         factors.append(ex["factors"].assign(label=label))
         sub = rs.metrics[rs.metrics["run_id"] == rid]
         wide = sub[sub["key"].isin([*C.LOSS_KEYS, C.ACC_REAL, C.ACC_FAKE])].pivot_table(
-            index="step", columns="key", values="value", aggfunc="last", observed=True)
+            index="step", columns="key", values="value", aggfunc="last", observed=True
+        )
         wide.columns = wide.columns.astype(str)
-        curves = _implied_curves(ex["summary"]["family"].iloc[0], wide)
-        wides[rid] = (wide, curves)
-        steps = wide.index.to_numpy()
-        burn_step = steps.min() + (burn if burn < 1 else 0) * (steps.max() - steps.min()) + (burn if burn >= 1 else 0)
-        jobs.append((rid, label, (wide, ex["spectrum"], f"{run.get('name', rid)} ({label})", curves, burn_step)))
+        probability = _implied_curves(ex["summary"]["family"].iloc[0], wide)
+        wides[rid] = (wide, probability)
+        jobs.append(
+            (rid, label, (wide, ex["spectrum"], ex["curves"], f"{run.get('name', rid)} ({label})", probability))
+        )
     summary = meta[["run_id", "name", *[c for c in ("scenario", "loss", "seed", "schedule") if c in meta]]].merge(
-        pd.concat(summaries, ignore_index=True), on="run_id", how="right")
+        pd.concat(summaries, ignore_index=True), on="run_id", how="right"
+    )
     summary["reason"] = summary["reason"].fillna("")
-    factors = pd.concat(factors, ignore_index=True) if factors else pd.DataFrame(
-        columns=["run_id", "factor", "estimate", "lo", "hi", "label"])
+    factors = (
+        pd.concat(factors, ignore_index=True)
+        if factors
+        else pd.DataFrame(columns=["run_id", "factor", "estimate", "lo", "hi", "label"])
+    )
 
     # per-run figures are independent: render them in worker processes
     if workers > 1 and len(jobs) > 3:
         with ProcessPoolExecutor(workers) as pool:
-            pngs = list(tqdm(pool.map(_run_figure, [j[2] for j in jobs]), total=len(jobs), disable=not progress,
-                             desc="figures", unit="run"))
+            pngs = list(
+                tqdm(
+                    pool.map(_run_figure, [j[2] for j in jobs]),
+                    total=len(jobs),
+                    disable=not progress,
+                    desc="figures",
+                    unit="run",
+                )
+            )
     else:
         pngs = [_run_figure(j[2]) for j in jobs]
     run_pngs = {}
-    for (rid, label, _), png in zip(jobs, pngs):
+    for (rid, _, _), png in zip(jobs, pngs):
         path = figure_path(out / "figures", rid)
         path.write_bytes(png)
         run_pngs[rid] = path
@@ -272,8 +315,8 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     ok = summary[summary["reason"] == ""]
     if len(ok):
         first = _groups(ok)[0][1].iloc[0]  # the question's scenario, its first run
-        wide, curves = wides[first["run_id"]]
-        cross["answer.png"] = plots.png_bytes(plots.answer_figure(wide, curves, f"{first['label']}"), dpi=90)
+        wide, probability = wides[first["run_id"]]
+        cross["answer.png"] = plots.png_bytes(plots.answer_figure(wide, probability, f"{first['label']}"), dpi=90)
         cross["predicted_vs_measured.png"] = plots.png_bytes(plots.predicted_vs_measured(ok), dpi=90)
         cross["factors.png"] = plots.png_bytes(plots.factor_bars(factors), dpi=90)
     for name, png in cross.items():
@@ -284,7 +327,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra_sections or [])
     report_run = None
     if log_to_mlflow:
-        report_run = _log_back(experiment, tracking_uri, summary, osc, run_pngs, out)
+        report_run = publish_report(experiment, tracking_uri, summary, osc, run_pngs, out)
     if progress:
         print(f"report built in {time.perf_counter() - t0:.1f} s", flush=True)
     return Report(html_path, md_path, summary, factors, osc, report_run)
@@ -294,19 +337,26 @@ def _law_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per run: the law against the measurement, its error with the interval, the simple law, the bands."""
     rows = []
     for _, r in summary[summary["reason"] == ""].iterrows():
-        rows.append({"run": r.get("label", r["run_id"]), "measured link [CI]": _ci(r, "link"),
-                     "law": _fmt(r.get("predicted_link")),
-                     "error [CI]": (f"{_pct(r.get('link_error', np.nan))} [{_pct(r.get('link_error_lo', np.nan))}, "
-                                    f"{_pct(r.get('link_error_hi', np.nan))}]"),
-                     "verdict (±15 %)": r.get("law_verdict", "unavailable"),
-                     "simple (1-p̄)/p̄": _fmt(r.get("predicted_link_simple")),
-                     "simple error": _pct(r.get("predicted_link_simple", np.nan) / r["link"] - 1),
-                     "shift only": _fmt(r.get("predicted_link_shift_only")),
-                     "path (diagnostic)": _fmt(r.get("predicted_link_path")),
-                     "ratio: measured / law": f"{_fmt(r['ratio'])} / {_fmt(r.get('predicted_ratio'))}",
-                     "slow band: measured / law": f"{_fmt(r.get('link_slow'))} / {_fmt(r.get('predicted_link_slow'))}",
-                     "fast band: measured / law": f"{_fmt(r.get('link_fast'))} / {_fmt(r.get('predicted_link_fast'))}",
-                     "why not": r.get("law_reason", "") or ""})
+        rows.append(
+            {
+                "run": r.get("label", r["run_id"]),
+                "measured link [CI]": ci(r, "link"),
+                "law": fmt(r.get("predicted_link")),
+                "error [CI]": (
+                    f"{pct(r.get('link_error', np.nan))} [{pct(r.get('link_error_lo', np.nan))}, "
+                    f"{pct(r.get('link_error_hi', np.nan))}]"
+                ),
+                "verdict (±15 %)": r.get("law_verdict", "unavailable"),
+                "simple (1-p̄)/p̄": fmt(r.get("predicted_link_simple")),
+                "simple error": pct(r.get("predicted_link_simple", np.nan) / r["link"] - 1),
+                "shift only": fmt(r.get("predicted_link_shift_only")),
+                "path (diagnostic)": fmt(r.get("predicted_link_path")),
+                "ratio: measured / law": f"{fmt(r['ratio'])} / {fmt(r.get('predicted_ratio'))}",
+                "slow band: measured / law": f"{fmt(r.get('link_slow'))} / {fmt(r.get('predicted_link_slow'))}",
+                "fast band: measured / law": f"{fmt(r.get('link_fast'))} / {fmt(r.get('predicted_link_fast'))}",
+                "why not": r.get("law_reason", "") or "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -320,14 +370,23 @@ def _table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
             row["note"] = r["reason"]
             rows.append(row)
             continue
-        row.update({"ratio g:d_fake [95% CI]": _ci(r, "ratio"), "link [CI]": _ci(r, "link"),
-                    "context": _fmt(r.get("context")), "timing": _fmt(r["timing"]), "sampling": _fmt(r["sampling"]),
-                    "p̄": _fmt(r["p_bar"], 3), "r": _fmt(r["corr"]), "implied ratio": _fmt(r["implied_ratio"])})
+        row.update(
+            {
+                "ratio g:d_fake [95% CI]": ci(r, "ratio"),
+                "link [CI]": ci(r, "link"),
+                "context": fmt(r.get("context")),
+                "timing": fmt(r["timing"]),
+                "sampling": fmt(r["sampling"]),
+                "p̄": fmt(r["p_bar"], 3),
+                "r": fmt(r["corr"]),
+                "implied ratio": fmt(r["implied_ratio"]),
+            }
+        )
         for key, short in ((C.D_FAKE, "d_fake"), (C.G_LOSS, "g")):
             for m, name in (("period_shown", "period"), ("iat", "IAT")):
                 try:
                     v = per.loc[r["run_id"], (m, key)]
-                    row[f"{short} {name}"] = "n.s." if m == "period_shown" and pd.isna(v) else _fmt(v, 1)
+                    row[f"{short} {name}"] = "n.s." if m == "period_shown" and pd.isna(v) else fmt(v, 1)
                 except KeyError:
                     row[f"{short} {name}"] = "—"
         rows.append(row)
@@ -392,17 +451,19 @@ def _first_block(findings: list[str]) -> int:
     return i
 
 
-METHOD = ("Std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods of g), all "
-          "series resampled jointly. Factors telescope through the probe cells: link (g- vs d_fake-link on D's "
-          "batch), context (D step's vs G step's BatchNorm context), timing (D before vs after its update), "
-          "sampling (D's vs G's batch). The law: D's raw scores on a batch as a Gaussian whose mean and sd swing "
-          "across steps as a bivariate Gaussian (five numbers: mean score, mean sd, the sds of both swings and their "
-          "correlation), the links applied exactly (Gauss-Hermite); the path diagnostic applies them to each step's "
-          "own mean and sd; error = law / measured − 1, verdict \"holds\" when its interval lies within ±15 %, "
-          "\"fails\" when outside, \"undecided\" otherwise. Bands split at a period of 16 steps (Butterworth, "
-          "zero phase). Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
-          "Bonferroni); n.s. = no significant oscillation. Definitions: `gantrack.analysis.explain`, "
-          "`gantrack.analysis.law`.")
+METHOD = (
+    "Std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods of g), all "
+    "series resampled jointly. Factors telescope through the probe cells: link (g- vs d_fake-link on D's "
+    "batch), context (D step's vs G step's BatchNorm context), timing (D before vs after its update), "
+    "sampling (D's vs G's batch). The law: D's raw scores on a batch as a Gaussian whose mean and sd swing "
+    "across steps as a bivariate Gaussian (five numbers: mean score, mean sd, the sds of both swings and their "
+    "correlation), the links applied exactly (Gauss-Hermite); the path diagnostic applies them to each step's "
+    'own mean and sd; error = law / measured − 1, verdict "holds" when its interval lies within ±15 %, '
+    '"fails" when outside, "undecided" otherwise. Bands split at a period of 16 steps (Butterworth, '
+    "zero phase). Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
+    "Bonferroni); n.s. = no significant oscillation. Definitions: `gantrack.analysis.explain`, "
+    "`gantrack.analysis.law`."
+)
 
 
 def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra) -> None:
@@ -412,8 +473,14 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
     first, rest = findings[:cut], findings[cut:]
     cols = ["factor", "estimate", "lo", "hi", "share", "predicted", "predicted_simple", "reason"]
 
-    md = [f"# gantrack report: {experiment}", "", f"{len(summary)} runs, generated {stamp}.", "",
-          "## Why does g swing while d_fake looks calm?", ""]
+    md = [
+        f"# gantrack report: {experiment}",
+        "",
+        f"{len(summary)} runs, generated {stamp}.",
+        "",
+        "## Why does g swing while d_fake looks calm?",
+        "",
+    ]
     if "answer.png" in cross:
         md += ["![d_fake and g as the book plots them, and in probability space](figures/answer.png)", ""]
     md += _findings_md(first)
@@ -431,8 +498,14 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
     for rid, path in run_pngs.items():
         r = summary[summary["run_id"] == rid].iloc[0]
         f = factors[factors["run_id"] == rid][[c for c in cols if c in factors]].round(3)
-        md += [f"### {r.get('label', rid)} (`{rid}`)", "", f"![run {rid}](figures/{path.name})", "",
-               _md_table(f.astype(object).where(f.notna(), "")), ""]
+        md += [
+            f"### {r.get('label', rid)} (`{rid}`)",
+            "",
+            f"![run {rid}](figures/{path.name})",
+            "",
+            _md_table(f.astype(object).where(f.notna(), "")),
+            "",
+        ]
     md += ["", "Method: " + METHOD]
     md_path.write_text("\n".join(md))
 
@@ -442,9 +515,11 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
     def tbl(df: pd.DataFrame) -> str:
         return "<div class='scroll'>" + df.to_html(index=False, escape=True, na_rep="", classes="t") + "</div>"
 
-    body = [f"<h1>gantrack report: {html.escape(experiment)}</h1>",
-            f"<p class='meta'>{len(summary)} runs, generated {stamp}.</p>",
-            "<h2>Why does g swing while d_fake looks calm?</h2>"]
+    body = [
+        f"<h1>gantrack report: {html.escape(experiment)}</h1>",
+        f"<p class='meta'>{len(summary)} runs, generated {stamp}.</p>",
+        "<h2>Why does g swing while d_fake looks calm?</h2>",
+    ]
     if "answer.png" in cross:
         body.append(img(cross["answer.png"], "d_fake and g as the book plots them, and in probability space"))
     body.append("<div class='answer'>" + "".join(_findings_html(first)) + "</div>")
@@ -460,13 +535,18 @@ def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_
     for rid, path in run_pngs.items():
         r = summary[summary["run_id"] == rid].iloc[0]
         f = factors[factors["run_id"] == rid][[c for c in cols if c in factors]].round(3)
-        body += [f"<details><summary>{html.escape(str(r.get('label', rid)))} <code>{html.escape(str(rid))}</code>"
-                 "</summary>", img(path.read_bytes(), f"run {rid}"), tbl(f), "</details>"]
+        body += [
+            f"<details><summary>{html.escape(str(r.get('label', rid)))} <code>{html.escape(str(rid))}</code></summary>",
+            img(path.read_bytes(), f"run {rid}"),
+            tbl(f),
+            "</details>",
+        ]
     body.append(f"<p class='meta'>Method: {_md_inline(METHOD)}</p>")
-    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'>"
-                         f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>gantrack report: "
-                         f"{html.escape(experiment)}</title><style>{STYLE}</style></head><body>"
-                         + "\n".join(body) + "</body></html>")
+    html_path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>gantrack report: "
+        f"{html.escape(experiment)}</title><style>{STYLE}</style></head><body>" + "\n".join(body) + "</body></html>"
+    )
 
 
 def _md_table_html(text: str) -> str:
@@ -475,43 +555,11 @@ def _md_table_html(text: str) -> str:
     if lines and lines[0].startswith("|"):
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
         head, *rest = rows
-        return ("<table class='t'><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
-                + "</table>")
+        return (
+            "<table class='t'><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+            + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
+            + "</table>"
+        )
     return "".join(f"<p>{_md_inline(line)}</p>" for line in lines)
-
-
-def _log_back(experiment, tracking_uri, summary, osc, run_pngs, out: Path) -> str:
-    """explain/* and osc/* metrics, a figure and a description line on each run; the report as a run."""
-    from mlflow.entities import Metric
-
-    from ..tracking import client, get_or_create_experiment, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    mlclient = client(uri)
-    ts = int(time.time() * 1000)
-    log_oscillation(osc[osc["reason"] == ""], uri)
-    for _, r in summary[summary["reason"] == ""].iterrows():
-        rid = str(r["run_id"])
-        batch = [Metric(f"explain/{m}", float(r[m]), ts, 0) for m in EXPLAIN_METRICS
-                 if m in r and pd.notna(r[m]) and np.isfinite(float(r[m]))]
-        mlclient.log_batch(rid, metrics=batch)
-        if rid in run_pngs:
-            mlclient.log_artifact(rid, str(run_pngs[rid]), "gantrack_analysis")
-        note = mlclient.get_run(rid).data.tags.get("mlflow.note.content", "").split("\n\n**gantrack analysis**")[0]
-        mlclient.set_tag(rid, "mlflow.note.content", note + (
-            f"\n\n**gantrack analysis**: std(g)/std(d_fake) = {_ci(r, 'ratio')}; link {_ci(r, 'link')} "
-            f"(law {_fmt(r.get('predicted_link'))}, error {_pct(r.get('link_error', np.nan))}, "
-            f"{r.get('law_verdict', 'unavailable')}; simple law {_fmt(r.get('predicted_link_simple'))} at "
-            f"p̄ = {_fmt(r['p_bar'], 3)}), context {_fmt(r.get('context'))}, timing {_fmt(r['timing'])}, "
-            f"sampling {_fmt(r['sampling'])}."))
-    exp_id = get_or_create_experiment(mlclient, experiment)
-    run = mlclient.create_run(exp_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
-                              tags={"gantrack.kind": "report",
-                                    "mlflow.note.content": f"gantrack comparative report over {len(summary)} runs: "
-                                                           "see the report.html artifact."})
-    mlclient.log_artifact(run.info.run_id, str(out / "report.html"))
-    mlclient.log_artifact(run.info.run_id, str(out / "report.md"))
-    mlclient.log_artifacts(run.info.run_id, str(out / "figures"), "figures")
-    mlclient.set_terminated(run.info.run_id)
-    return run.info.run_id

@@ -26,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ from pandas.api.types import union_categoricals
 
 from ..errors import GantrackError
 from ..tracking import client as make_client
-from ..tracking import resolve_tracking_uri
+from ..tracking import resolve_tracking_uri, scoped_env
 
 METRIC_COLUMNS = ["run_id", "key", "step", "timestamp", "value"]
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -76,13 +76,16 @@ class RunSet:
         except Exception as e:
             raise GantrackError(f"cannot list artifacts of run {run_id}: {str(e).splitlines()[0]}") from None
         if PER_SAMPLE_ARTIFACT not in listed:
-            raise GantrackError("no per-sample probes in this run (logged before they existed, with "
-                                "per_sample_probes=false, or by another tool)")
+            raise GantrackError(
+                "no per-sample probes in this run (logged before they existed, with "
+                "per_sample_probes=false, or by another tool)"
+            )
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="gantrack-ps-") as tmp:
             try:
-                local = mlclient.download_artifacts(run_id, PER_SAMPLE_ARTIFACT, tmp)
+                with scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file: no bar
+                    local = mlclient.download_artifacts(run_id, PER_SAMPLE_ARTIFACT, tmp)
             except Exception as e:
                 raise GantrackError(f"cannot download {PER_SAMPLE_ARTIFACT}: {str(e).splitlines()[0]}") from None
             data = Path(local).read_bytes()
@@ -123,10 +126,16 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     run_id and key become categoricals with lexically sorted categories; rows are ordered by
     (run_id, key, step, timestamp, value) with a lexsort on the codes (no string comparisons).
     """
-    run = frame["run_id"] if isinstance(frame["run_id"].dtype, pd.CategoricalDtype) else \
-        pd.Categorical(np.asarray(frame["run_id"], dtype=object).astype(str))
-    key = frame["key"] if isinstance(frame["key"].dtype, pd.CategoricalDtype) else \
-        pd.Categorical(np.asarray(frame["key"], dtype=object).astype(str))
+    run = (
+        frame["run_id"]
+        if isinstance(frame["run_id"].dtype, pd.CategoricalDtype)
+        else pd.Categorical(np.asarray(frame["run_id"], dtype=object).astype(str))
+    )
+    key = (
+        frame["key"]
+        if isinstance(frame["key"].dtype, pd.CategoricalDtype)
+        else pd.Categorical(np.asarray(frame["key"], dtype=object).astype(str))
+    )
     run, key = pd.Categorical(run), pd.Categorical(key)
     run = run.reorder_categories(sorted(run.categories)) if not run.categories.is_monotonic_increasing else run
     key = key.reorder_categories(sorted(key.categories)) if not key.categories.is_monotonic_increasing else key
@@ -134,11 +143,15 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     ts = np.asarray(frame["timestamp"], dtype=np.int64)
     value = np.asarray(frame["value"], dtype=np.float64)
     order = _order(run.codes, key.codes, len(key.categories), step, ts, value)
-    out = pd.DataFrame({
-        "run_id": pd.Categorical.from_codes(run.codes[order], run.categories.astype(str)),
-        "key": pd.Categorical.from_codes(key.codes[order], key.categories.astype(str)),
-        "step": step[order], "timestamp": ts[order], "value": value[order],
-    })
+    out = pd.DataFrame(
+        {
+            "run_id": pd.Categorical.from_codes(run.codes[order], run.categories.astype(str)),
+            "key": pd.Categorical.from_codes(key.codes[order], key.categories.astype(str)),
+            "step": step[order],
+            "timestamp": ts[order],
+            "value": value[order],
+        }
+    )
     return out
 
 
@@ -154,7 +167,7 @@ def _order(run_codes, key_codes, n_keys, step, ts, value) -> np.ndarray:
     lo, hi = int(step.min()), int(step.max())
     span = hi - lo + 1
     groups = (int(run_codes.max()) + 1) * max(1, n_keys)
-    if span > 0 and groups * span < 2 ** 62:
+    if span > 0 and groups * span < 2**62:
         composite = (run_codes.astype(np.int64) * max(1, n_keys) + key_codes) * span + (step - lo)
         order = np.argsort(composite, kind="stable")
         if not (np.diff(composite[order]) == 0).any():
@@ -169,36 +182,47 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
         return _empty()
     run = union_categoricals([pd.Categorical(p["run_id"]) for p in parts], sort_categories=True)
     key = union_categoricals([pd.Categorical(p["key"]) for p in parts], sort_categories=True)
-    return normalise(pd.DataFrame({
-        "run_id": run, "key": key,
-        "step": np.concatenate([p["step"].to_numpy(np.int64) for p in parts]),
-        "timestamp": np.concatenate([p["timestamp"].to_numpy(np.int64) for p in parts]),
-        "value": np.concatenate([p["value"].to_numpy(np.float64) for p in parts]),
-    }))
+    return normalise(
+        pd.DataFrame(
+            {
+                "run_id": run,
+                "key": key,
+                "step": np.concatenate([p["step"].to_numpy(np.int64) for p in parts]),
+                "timestamp": np.concatenate([p["timestamp"].to_numpy(np.int64) for p in parts]),
+                "value": np.concatenate([p["value"].to_numpy(np.float64) for p in parts]),
+            }
+        )
+    )
 
 
 def _part(run_id: str, keys: list[str], codes: np.ndarray, step, timestamp, value) -> pd.DataFrame:
     """One run's rows as a frame with categorical run_id/key (no per-row Python strings)."""
     n = len(codes)
-    return pd.DataFrame({
-        "run_id": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [run_id]),
-        "key": pd.Categorical.from_codes(np.asarray(codes, dtype=np.int32), keys),
-        "step": np.asarray(step, dtype=np.int64), "timestamp": np.asarray(timestamp, dtype=np.int64),
-        "value": np.asarray(value, dtype=np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "run_id": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [run_id]),
+            "key": pd.Categorical.from_codes(np.asarray(codes, dtype=np.int32), keys),
+            "step": np.asarray(step, dtype=np.int64),
+            "timestamp": np.asarray(timestamp, dtype=np.int64),
+            "value": np.asarray(value, dtype=np.float64),
+        }
+    )
 
 
 def _empty() -> pd.DataFrame:
-    return normalise(pd.DataFrame({c: np.array([], dtype=object if c in ("run_id", "key") else float)
-                                   for c in METRIC_COLUMNS}))
+    return normalise(
+        pd.DataFrame({c: np.array([], dtype=object if c in ("run_id", "key") else float) for c in METRIC_COLUMNS})
+    )
 
 
 # --- the three readers: each returns one frame per run ------------------------------------------
 
 # sqlite columns have no fixed type and ADBC infers one from the first rows of a result, so the
 # query pins them (REAL for value even where a value was stored as an integer)
-_SQLITE_QUERY = ("SELECT key, CAST(step AS INTEGER), CAST(timestamp AS INTEGER), CAST(value AS REAL), is_nan "
-                 "FROM metrics WHERE run_uuid = ?")
+_SQLITE_QUERY = (
+    "SELECT key, CAST(step AS INTEGER), CAST(timestamp AS INTEGER), CAST(value AS REAL), is_nan "
+    "FROM metrics WHERE run_uuid = ?"
+)
 
 
 def _read_sqlite(uri: str, run_ids: list[str], workers: int = 0) -> list[pd.DataFrame]:
@@ -211,17 +235,19 @@ def _read_sqlite(uri: str, run_ids: list[str], workers: int = 0) -> list[pd.Data
     workers = workers or max(1, min(2, os.cpu_count() or 1, len(run_ids)))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            chunks = list(pool.map(lambda ids: _read_sqlite(uri, ids, workers=1),
-                                   [run_ids[i::workers] for i in range(workers)]))
+            chunks = list(
+                pool.map(lambda ids: _read_sqlite(uri, ids, workers=1), [run_ids[i::workers] for i in range(workers)])
+            )
         by_run = {p["run_id"].cat.categories[0]: p for chunk in chunks for p in chunk}
         return [by_run[r] for r in run_ids]
     try:
         import adbc_driver_sqlite.dbapi as adbc
     except ImportError:
-        raise GantrackError("reading sqlite stores needs adbc-driver-sqlite (pip install adbc-driver-sqlite), "
-                            "or pass method='client'") from None
+        raise GantrackError(
+            "reading sqlite stores needs adbc-driver-sqlite (pip install adbc-driver-sqlite), or pass method='client'"
+        ) from None
 
-    path = urllib.parse.quote(uri[len("sqlite:///"):])
+    path = urllib.parse.quote(uri[len("sqlite:///") :])
     parts = []
     with adbc.connect(f"file:{path}?mode=ro") as con, con.cursor() as cur:
         cur.execute("PRAGMA busy_timeout = 20000")  # wait out a writer's commit instead of failing
@@ -235,8 +261,16 @@ def _read_sqlite(uri: str, run_ids: list[str], workers: int = 0) -> list[pd.Data
             key = table.column(0).combine_chunks().dictionary_encode()
             value = table.column(3).to_numpy().copy()
             value[table.column(4).to_numpy().astype(bool)] = np.nan  # as MLflow's own entity conversion does
-            parts.append(_part(run_id, key.dictionary.to_pylist(), key.indices.to_numpy(),
-                               table.column(1).to_numpy(), table.column(2).to_numpy(), value))
+            parts.append(
+                _part(
+                    run_id,
+                    key.dictionary.to_pylist(),
+                    key.indices.to_numpy(),
+                    table.column(1).to_numpy(),
+                    table.column(2).to_numpy(),
+                    value,
+                )
+            )
     return parts
 
 
@@ -263,8 +297,11 @@ def _series_parts(series: dict[str, dict[str, list[tuple[int, int, float]]]]) ->
         keys = sorted(by_key)
         rows = [r for k in keys for r in by_key[k]]
         codes = np.repeat(np.arange(len(keys)), [len(by_key[k]) for k in keys])
-        arr = np.array(rows, dtype=[("step", "i8"), ("timestamp", "i8"), ("value", "f8")]) if rows else \
-            np.zeros(0, dtype=[("step", "i8"), ("timestamp", "i8"), ("value", "f8")])
+        arr = (
+            np.array(rows, dtype=[("step", "i8"), ("timestamp", "i8"), ("value", "f8")])
+            if rows
+            else np.zeros(0, dtype=[("step", "i8"), ("timestamp", "i8"), ("value", "f8")])
+        )
         parts.append(_part(run_id, keys, codes, arr["step"], arr["timestamp"], arr["value"]))
     return parts
 
@@ -291,8 +328,10 @@ def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> li
                 raise GantrackError(f"{url}: HTTP {r.status_code} for run {run_id} key {key}")
             body = r.json()
             # protobuf JSON writes NaN and ±Infinity as strings: float() reads them
-            out.extend((int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN")))
-                       for m in body.get("metrics", []))
+            out.extend(
+                (int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN")))
+                for m in body.get("metrics", [])
+            )
             token = body.get("next_page_token")
             if not token:
                 return run_id, key, out
@@ -306,12 +345,17 @@ def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> li
 
 def _read_client(mlclient, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
     """The reference: ``MlflowClient.get_metric_history`` for every (run, key)."""
-    series = {run_id: {key: [(m.step, m.timestamp, m.value) for m in mlclient.get_metric_history(run_id, key)]
-                       for key in keys} for run_id, keys in run_keys.items()}
+    series = {
+        run_id: {
+            key: [(m.step, m.timestamp, m.value) for m in mlclient.get_metric_history(run_id, key)] for key in keys
+        }
+        for run_id, keys in run_keys.items()
+    }
     return _series_parts(series)
 
 
 # --- runs and the cache -------------------------------------------------------------------------
+
 
 def _scheme(uri: str) -> str:
     return uri.split(":", 1)[0].split("+", 1)[0].lower()
@@ -345,10 +389,14 @@ def _experiment_ids(mlclient, experiment) -> list[str]:
 def _runs_frame(runs: list) -> pd.DataFrame:
     rows = []
     for r in runs:
-        row = {"run_id": r.info.run_id, "name": r.info.run_name, "experiment_id": r.info.experiment_id,
-               "status": r.info.status,
-               "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
-               "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT}
+        row = {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "experiment_id": r.info.experiment_id,
+            "status": r.info.status,
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+            "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
+        }
         row.update({f"params.{k}": v for k, v in r.data.params.items()})
         row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
         rows.append(row)
@@ -366,9 +414,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GANTRACK_CACHE_DIR") or Path.home() / ".cache" / "gantrack")
 
 
-def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", run_ids: Iterable[str] | None = None,
-              tracking_uri: str | None = None, keys: Iterable[str] | None = None, method: str = "auto",
-              cache_dir: str | Path | None = None, cache: bool = True, progress: bool = True) -> RunSet:
+def load_runs(
+    experiment: str | Iterable[str] | None = None,
+    filter: str = "",
+    run_ids: Iterable[str] | None = None,
+    tracking_uri: str | None = None,
+    keys: Iterable[str] | None = None,
+    method: str = "auto",
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> RunSet:
     """Runs of an experiment (name or id, or several) or explicit ``run_ids``, as a ``RunSet``.
 
     ``filter`` is an MLflow search filter (e.g. ``"tags.gantrack.loss = 'nsgan'"``); ``keys``
@@ -386,8 +442,8 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
         raise GantrackError(f"method 'sql' needs a database URI, got {uri}")
     if method == "rest" and _scheme(uri) not in ("http", "https"):
         raise GantrackError(f"method 'rest' needs an http(s) tracking URI, got {uri}")
-    if _scheme(uri) == "sqlite" and not Path(uri[len("sqlite:///"):]).is_file():
-        raise GantrackError(f"no MLflow database at {uri[len('sqlite:///'):]}")
+    if _scheme(uri) == "sqlite" and not Path(uri[len("sqlite:///") :]).is_file():
+        raise GantrackError(f"no MLflow database at {uri[len('sqlite:///') :]}")
     mlclient = make_client(uri)
     try:
         if run_ids is not None:
@@ -398,8 +454,9 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
                 except Exception:
                     raise GantrackError(f"unknown run id {rid!r}") from None
         elif experiment is not None:
-            runs = mlclient.search_runs(_experiment_ids(mlclient, experiment), filter_string=filter or "",
-                                        max_results=50000)
+            runs = mlclient.search_runs(
+                _experiment_ids(mlclient, experiment), filter_string=filter or "", max_results=50000
+            )
         else:
             raise GantrackError("load_runs needs an experiment or run_ids")
     except GantrackError:
@@ -421,7 +478,7 @@ def load_runs(experiment: str | Iterable[str] | None = None, filter: str = "", r
     ids = list(todo)
     bar = tqdm(total=len(ids), disable=not progress or len(ids) < 2 * chunk, desc="loading runs", unit="run")
     for i in range(0, len(ids), chunk):
-        run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in ids[i:i + chunk]}
+        run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in ids[i : i + chunk]}
         if method == "sql":
             parts = _read_sqlite(uri, list(run_keys)) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, run_keys)
         elif method == "rest":
