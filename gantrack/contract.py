@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # --- per-step losses and diagnostics ----------------------------------------------------------
 D_REAL, D_FAKE, D_LOSS, G_LOSS = "loss/d_real", "loss/d_fake", "loss/d", "loss/g"
+GP_LOSS = "loss/gp"  # WGAN-GP's gradient penalty
 LOSS_KEYS = (D_REAL, D_FAKE, G_LOSS)
 ACC_REAL, ACC_FAKE = "acc/real", "acc/fake"
 PROB_REAL, PROB_FAKE, PROB_GEN = "prob/real", "prob/fake", "prob/gen"

@@ -12,17 +12,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.image import imsave  # noqa: F401  (sample grids; re-exported for the harness)
 
+from . import contract as C
+
 
 def book_plots(steps: np.ndarray, curves: dict[str, np.ndarray]):
     """Chapter 10's plot_history: losses d1/d2/g on top, accuracies below."""
     fig = Figure(figsize=(8, 6))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
-    for key, label in (("loss/d_real", "d-real"), ("loss/d_fake", "d-fake"), ("loss/g", "gen")):
+    for key, label in ((C.D_REAL, "d-real"), (C.D_FAKE, "d-fake"), (C.G_LOSS, "gen")):
         if key in curves:
             ax1.plot(steps, curves[key], label=label, lw=0.8)
     ax1.set_ylabel("loss")
     ax1.legend()
-    for key, label in (("acc/real", "acc-real"), ("acc/fake", "acc-fake")):
+    for key, label in ((C.ACC_REAL, "acc-real"), (C.ACC_FAKE, "acc-fake")):
         if key in curves:
             ax2.plot(steps, curves[key], label=label, lw=0.8)
     ax2.set_ylabel("accuracy")

@@ -182,7 +182,7 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
         if fam.gradient_penalty:
             gp = gradient_penalty(D, real, fake, gan.gen)
             d_loss = d_loss + cfg.gp_weight * gp
-            m["loss/gp"] = gp.detach()
+            m[C.GP_LOSS] = gp.detach()
         m["grad/d_norm"] = _update(gan.opt_d, d_loss, d_params, cfg.grad_norms)
 
     # generator step: fresh latent batch, labels "real", D frozen
@@ -506,9 +506,7 @@ def _loop(
             if cfg.sample_every and step % cfg.sample_every == 0:
                 tracking.best_effort(mlclient.log_artifact, run_id, str(samples.save(gan, step, tmpdir)), "samples")
             if not quiet and (step % 10 == 0 or step == steps):
-                bar.set_postfix(
-                    {k[5:]: f"{history[k][-1]:.3f}" for k in ("loss/d_real", "loss/d_fake", "loss/g")}, refresh=False
-                )
+                bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in (C.D_REAL, C.D_FAKE, C.G_LOSS)}, refresh=False)
             bar.update(1)
         bar.close()
         spool = buffer.close(final_status="FINISHED")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import contract as C
 from .config import preset
 from .contract import LOSS_FAMILIES
 from .errors import GantrackError
@@ -55,7 +56,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 }
             )
 
-        d = late[["loss/d_real", "loss/d_fake"]].mean()
+        d = late[[C.D_REAL, C.D_FAKE]].mean()
         if scenario in ("stable", "mode-collapse"):
             add(
                 "mean d_real, d_fake (2nd half)",
@@ -67,9 +68,9 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 "mean g (2nd half)",
                 "1.0-2.0" if scenario == "stable" else "(no figure given)",
                 f"{late['loss/g'].mean():.2f}",
-                bool(1.0 <= late["loss/g"].mean() <= 2.0) if scenario == "stable" else None,
+                bool(1.0 <= late[C.G_LOSS].mean() <= 2.0) if scenario == "stable" else None,
             )
-            acc = late[["acc/real", "acc/fake"]].mean().mean()
+            acc = late[[C.ACC_REAL, C.ACC_FAKE]].mean().mean()
             add(
                 "mean D accuracy (2nd half)",
                 "70-80 %" if scenario == "stable" else "(no figure given)",
@@ -77,7 +78,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 bool(0.7 <= acc <= 0.8) if scenario == "stable" else None,
             )
         elif scenario == "convergence-failure":
-            low = wide["loss/d"] < 0.05
+            low = wide[C.D_LOSS] < 0.05
             # first step from which loss/d stays below 0.05 until the end
             stays = low[::-1].cumprod()[::-1].astype(bool)
             first = int(stays.idxmax()) if stays.any() else None
@@ -91,7 +92,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 "mean loss/d, g (2nd half)",
                 "d ≈ 0",
                 f"{late['loss/d'].mean():.3f}, {late['loss/g'].mean():.2f}",
-                bool(late["loss/d"].mean() < 0.05),
+                bool(late[C.D_LOSS].mean() < 0.05),
             )
         elif scenario == "convergence-failure-adam":
             add(
@@ -100,7 +101,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 f"{d['loss/d_real']:.3f}, {d['loss/d_fake']:.3f}",
                 bool((d < 0.1).all()),
             )
-            gmax = float(late["loss/g"].max())
+            gmax = float(late[C.G_LOSS].max())
             add(
                 "g in the 2nd half (mean, max)", "climbs past 10", f"{late['loss/g'].mean():.2f}, {gmax:.2f}", gmax > 10
             )

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal, stats
 
+from .. import contract as C
 from ..errors import GantrackError
 from .runs import dedupe
 
@@ -491,7 +492,7 @@ def pair_spectrum(x: np.ndarray, y: np.ndarray, spacing: int = 1, nperseg: int =
     )
 
 
-def oscillation_pairs(metrics: pd.DataFrame, pairs=(("loss/d_fake", "loss/g"),), **options) -> pd.DataFrame:
+def oscillation_pairs(metrics: pd.DataFrame, pairs=((C.D_FAKE, C.G_LOSS),), **options) -> pd.DataFrame:
     """One row per (run_id, x, y): correlation, std and power ratios (y over x) with joint block-bootstrap
     CIs, the lag of the largest |cross-correlation|, coherence, and the phase at x's dominant frequency."""
     opt = Options.of(**options)

@@ -9,7 +9,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-COLORS = {"loss/d_real": "tab:blue", "loss/d_fake": "tab:orange", "loss/g": "tab:green"}
+from .. import contract as C
+
+COLORS = {C.D_REAL: "tab:blue", C.D_FAKE: "tab:orange", C.G_LOSS: "tab:green"}
 
 
 def png_bytes(fig, dpi: int = 80) -> bytes:
@@ -29,14 +31,14 @@ def run_panels(
     steps = wide.index.to_numpy()
     first = curves["first_step"].iloc[0] if len(curves) else steps.min()
     ax = axes[0, 0]
-    for key, label in (("loss/d_real", "d_real (d1)"), ("loss/d_fake", "d_fake (d2)"), ("loss/g", "g")):
+    for key, label in ((C.D_REAL, "d_real (d1)"), (C.D_FAKE, "d_fake (d2)"), (C.G_LOSS, "g")):
         if key in wide:
             ax.plot(steps, wide[key], lw=0.7, label=label, color=COLORS[key])
     ax.axvspan(steps.min(), first, color="0.9", zorder=0, label="burn-in")
     ax.set(title="losses (book style)", xlabel="step")
     ax.legend(fontsize=7)
     ax = axes[0, 1]
-    for key in ("acc/real", "acc/fake"):
+    for key in (C.ACC_REAL, C.ACC_FAKE):
         if key in wide:
             ax.plot(steps, wide[key], lw=0.7, label=key)
     ax.set(title="discriminator accuracy", xlabel="step", ylim=(-0.05, 1.05))
@@ -44,8 +46,8 @@ def run_panels(
     ax = axes[0, 2]
     if implied is not None:
         s, p_hat, q_hat = implied
-        ax.plot(s, p_hat, lw=0.7, color=COLORS["loss/d_fake"], label="p̂ = 1 - exp(-d_fake)")
-        ax.plot(s, q_hat, lw=0.7, color=COLORS["loss/g"], label="q̂ = exp(-g)")
+        ax.plot(s, p_hat, lw=0.7, color=COLORS[C.D_FAKE], label="p̂ = 1 - exp(-d_fake)")
+        ax.plot(s, q_hat, lw=0.7, color=COLORS[C.G_LOSS], label="q̂ = exp(-g)")
         ax.legend(fontsize=7)
     ax.set(title="implied D(G(z))", xlabel="step")
     ax_psd, ax_acf = axes[1, 0], axes[1, 1]
@@ -80,17 +82,15 @@ def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) 
     fig = Figure(figsize=(11, 3.6))
     axes = fig.subplots(1, 2)
     steps = wide.index.to_numpy()
-    for key, label in (("loss/d_fake", "d_fake = -log(1 - D(G(z)))"), ("loss/g", "g = -log D(G(z))")):
+    for key, label in ((C.D_FAKE, "d_fake = -log(1 - D(G(z)))"), (C.G_LOSS, "g = -log D(G(z))")):
         if key in wide:
             axes[0].plot(steps, wide[key], lw=0.8, color=COLORS[key], label=label)
     axes[0].set(title="losses, as the book plots them", xlabel="step")
     axes[0].legend(fontsize=8)
     if implied_curves is not None:
         s, p_hat, q_hat = implied_curves
-        axes[1].plot(
-            s, p_hat, lw=0.8, color=COLORS["loss/d_fake"], label="p̂ from d_fake (D's batch, before its update)"
-        )
-        axes[1].plot(s, q_hat, lw=0.8, color=COLORS["loss/g"], label="q̂ from g (G's batch, after)")
+        axes[1].plot(s, p_hat, lw=0.8, color=COLORS[C.D_FAKE], label="p̂ from d_fake (D's batch, before its update)")
+        axes[1].plot(s, q_hat, lw=0.8, color=COLORS[C.G_LOSS], label="q̂ from g (G's batch, after)")
         axes[1].set_ylim(0, 1)
         axes[1].legend(fontsize=8)
     axes[1].set(title="the same curves in probability space", xlabel="step", ylabel="implied D(G(z))")
