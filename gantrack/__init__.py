@@ -4,6 +4,7 @@ Public API:
 
 - ``Config``, ``preset(name)``, ``PRESETS``: training configurations (plain dataclass).
 - ``train(config, tracking_uri=None, quiet=False) -> run_id``: train and log to MLflow.
+- ``LoopProbes(D, loss=..., order=...)``: the same metrics and probes from your own training loop.
 - ``gantrack.analysis``: ``load_runs``, ``oscillation``, ``oscillation_pairs``, ``explain``, ...
 
 Importing gantrack changes nothing in the process (no matplotlib backend, no torch settings, no
@@ -15,12 +16,17 @@ __version__ = "0.1.0"
 from .config import PRESETS, Config, preset  # noqa: E402
 from .errors import GantrackError  # noqa: E402
 
-__all__ = ["Config", "PRESETS", "preset", "train", "GantrackError", "__version__"]
+__all__ = ["Config", "PRESETS", "preset", "train", "LoopProbes", "GantrackError", "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "train":  # the harness imports torch: only when training is asked for
+    # the harness and the loop probes import torch: only when they are asked for
+    if name == "train":
         from .harness import train
 
         return train
+    if name == "LoopProbes":
+        from .loop import LoopProbes
+
+        return LoopProbes
     raise AttributeError(f"module 'gantrack' has no attribute {name!r}")

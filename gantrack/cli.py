@@ -47,6 +47,7 @@ def _presets(args) -> int:
 
 def _report(args) -> int:
     from .analysis.report import build_report
+    from .keymaps import parse
 
     rep = build_report(
         args.experiment,
@@ -54,8 +55,18 @@ def _report(args) -> int:
         out_dir=args.out,
         log_to_mlflow=not args.no_mlflow,
         progress=not args.quiet,
+        key_map=parse(args.key or [], args.keymap) or None,
     )
     _print_report(rep, args.tracking_uri, args.experiment)
+    return 0
+
+
+def _keymaps(args) -> int:
+    from .keymaps import PRESETS
+
+    for name, (text, mapping) in PRESETS.items():
+        print(f"{name}: {text}")
+        print("   " + " ".join(f"--key {k}={v}" for k, v in mapping.items()))
     return 0
 
 
@@ -150,8 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default ./reports/<experiment>)")
     r.add_argument("--tracking-uri")
     r.add_argument("--no-mlflow", action="store_true", help="do not log results back to MLflow")
+    r.add_argument(
+        "--key",
+        action="append",
+        metavar="CONTRACT=YOURS",
+        help="read runs another loop logged: --key loss/d_fake=errD_fake --key loss/g=errG (repeatable)",
+    )
+    r.add_argument("--keymap", help="a preset key map (see `gantrack keymaps`); --key entries override it")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_report)
+
+    k = sub.add_parser("keymaps", help="list the preset key maps for runs logged by other loops")
+    k.set_defaults(func=_keymaps)
 
     s = sub.add_parser("study", help="train (or reuse) a study's runs and write its report")
     s.add_argument("name", choices=["chapter10", "loss-families"])

@@ -28,6 +28,12 @@ CELLS = ("dbatch_before", "dbatch_before_gctx", "dbatch_after", "gbatch_before",
 CELL_STATS = ("p", "d_fake", "g")  # mean D output, batch d_fake and batch g of the cell
 
 
+def contract_keys() -> list[str]:
+    """Every per-step metric key of the contract (what a key map may map to)."""
+    keys = [D_REAL, D_FAKE, D_LOSS, G_LOSS, GP_LOSS, ACC_REAL, ACC_FAKE, PROB_REAL, PROB_FAKE, PROB_GEN]
+    return keys + [probe_key(c, s) for c in CELLS for s in CELL_STATS]
+
+
 def probe_key(cell: str, stat: str) -> str:
     """``probe/<cell>/<stat>``, e.g. ``probe/dbatch_before/g``."""
     return f"probe/{cell}/{stat}"
@@ -44,11 +50,38 @@ FACTORS = {  # name: ((numerator cell, stat), (denominator cell, stat)); "loss" 
 }
 FACTOR_NAMES = ("link", "timing", "context", "sampling", "residual")
 
+# --- update orders (tag gantrack.update_order) ----------------------------------------------------
+# The harness is "d-first" (the book). In the other orders some factors are 1 by construction: D
+# does not change between the two measurements (no timing) and G's batch is scored by D before its
+# update, so the loss/g cell is gbatch_before.
+UPDATE_ORDERS = ("d-first", "d-first-same-batch", "g-first", "simultaneous")
+NO_TIMING = ("g-first", "simultaneous")
+
+
+def factor_chain(order: str) -> dict[str, tuple | None]:
+    """The factors for an update order; ``None`` marks a factor that is 1 by construction."""
+    if order not in NO_TIMING:
+        return dict(FACTORS)
+    return {
+        "total": FACTORS["total"],
+        "link": FACTORS["link"],
+        "context": FACTORS["context"],
+        "timing": None,
+        "sampling": (("gbatch_before", "g"), ("dbatch_before_gctx", "g")),
+    }
+
+
+def g_cell(order: str) -> str:
+    """The probe cell whose g is the logged loss/g."""
+    return "gbatch_before" if order in NO_TIMING else "gbatch_after"
+
+
 # --- names the tags take ----------------------------------------------------------------------
 LOSS_FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")  # gantrack.loss; the book's nsgan first
 
 # --- tags and artifacts ------------------------------------------------------------------------
 TAG_SCENARIO, TAG_LOSS, TAG_SEED = "gantrack.scenario", "gantrack.loss", "gantrack.seed"
 TAG_SCHEDULE, TAG_BN_IN_G = "gantrack.schedule", "gantrack.d_bn_in_g_step"
+TAG_ORDER = "gantrack.update_order"
 TAG_KIND, TAG_FAILURE, TAG_HASH = "gantrack.kind", "gantrack.failure", "gantrack.config_hash"
 PER_SAMPLE_ARTIFACT = "probes/per_sample.npz"  # float32 raw D scores (logits for BCE), one array per cell

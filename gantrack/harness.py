@@ -316,6 +316,7 @@ def train(
         "gantrack.arch": cfg.arch,
         "gantrack.schedule": cfg.schedule,
         "gantrack.d_bn_in_g_step": cfg.d_bn_in_g_step,
+        C.TAG_ORDER: "d-first",
         "gantrack.config_hash": cfg.config_hash(),
         "gantrack.steps": str(steps),
         "mlflow.note.content": _description(cfg, steps),

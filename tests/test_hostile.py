@@ -128,7 +128,7 @@ def test_oscillation_entry_points(frame):
     for run_id in frame["run_id"].unique()[:1]:
         ex = _ok_or_clear(explain, frame, run_id, n_boot=20)
         if ex is not None:
-            assert set(ex) == {"factors", "summary", "spectrum"}
+            assert set(ex) == {"factors", "summary", "spectrum", "curves"}
 
 
 @MANY
@@ -138,3 +138,41 @@ def test_run_ids_cannot_escape_the_report_folder(tmp_path_factory, run_id):
     path = figure_path(folder, run_id)
     assert path.resolve().parent == folder.resolve() and path.name.startswith("run_")
     assert figure_path(folder, run_id + "x") != path
+
+
+@MANY
+@given(
+    st.integers(8, 60),
+    st.integers(1, 9),
+    st.sampled_from(["normal", "nan", "inf", "constant", "huge", "short"]),
+)
+def test_explain_with_hostile_per_sample_probes(n, batch, kind):
+    rng = np.random.default_rng(n * 10 + batch)
+    scores = rng.normal(-1, 1, (n, batch))
+    if kind == "nan":
+        scores[n // 2, 0] = np.nan
+    elif kind == "inf":
+        scores[0, :] = -np.inf
+    elif kind == "constant":
+        scores[:] = 0.3
+    elif kind == "huge":
+        scores *= 1e6
+    steps = np.arange(1, n + 1 - (5 if kind == "short" else 0))
+    frame = pd.DataFrame(
+        {
+            "run_id": "r",
+            "key": np.repeat(["loss/d_fake", "loss/g", "probe/dbatch_before/d_fake", "probe/dbatch_before/g"], n),
+            "step": np.tile(np.arange(1, n + 1), 4),
+            "timestamp": 0,
+            "value": rng.random(4 * n),
+        }
+    )
+    ps = {"steps": steps, "dbatch_before": scores[: len(steps)], "gbatch_after": scores[: len(steps)]}
+    ex = _ok_or_clear(explain, frame, "r", per_sample=ps, n_boot=20, min_length=8)
+    if ex is not None:
+        s = ex["summary"].iloc[0]
+        assert s["law_verdict"] in ("holds", "fails", "undecided", "unavailable")
+        if s["law_verdict"] == "unavailable":
+            assert s["law_reason"]
+        else:
+            assert np.isfinite(s["predicted_link"])

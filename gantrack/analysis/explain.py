@@ -44,15 +44,17 @@ SLOW_PERIOD = 16.0  # steps: the slow/fast band split of the frequency-resolved 
 WINDOWS = 4  # stretches of the run with their own operating point in the law
 
 
-def _family_of(runs: pd.DataFrame | None, run_id: str, default: str | None) -> str:
-    if default:
-        return default
-    col = f"tags.{C.TAG_LOSS}"
+def _tag_of(runs: pd.DataFrame | None, run_id: str, tag: str, default: str) -> str:
+    col = f"tags.{tag}"
     if runs is not None and col in runs.columns:
         row = runs.loc[runs["run_id"] == run_id, col]
         if len(row) and isinstance(row.iloc[0], str):
             return row.iloc[0]
-    return "nsgan"
+    return default
+
+
+def _family_of(runs: pd.DataFrame | None, run_id: str, default: str | None) -> str:
+    return default or _tag_of(runs, run_id, C.TAG_LOSS, "nsgan")
 
 
 def _gain(fam_name: str, p: np.ndarray) -> np.ndarray:
@@ -144,11 +146,23 @@ def _aligned_series(metrics, run_id, opt):
     return common, raw, detrended, by[C.G_LOSS].spacing
 
 
-def _factor_table(raw: dict, idx: np.ndarray, alpha: float) -> pd.DataFrame:
+def _factor_table(raw: dict, idx: np.ndarray, alpha: float, order: str) -> pd.DataFrame:
     rows = []
+    chain = C.factor_chain(order)
     old_grid = C.probe_key("dbatch_before_gctx", "g") not in raw
     for name in ("total", "link", "context", "timing", "sampling"):
-        num, den = (_key(cs) for cs in C.FACTORS[name])
+        if chain[name] is None:  # 1 by construction in this update order
+            rows.append(
+                {
+                    "factor": name,
+                    "estimate": 1.0,
+                    "lo": 1.0,
+                    "hi": 1.0,
+                    "reason": f"1 by construction: D is not updated between the two measurements ({order})",
+                }
+            )
+            continue
+        num, den = (_key(cs) for cs in chain[name])
         reason = ""
         if name == "timing" and old_grid:  # runs from before the context cell: timing includes context
             den = C.probe_key("dbatch_before", "g")
@@ -167,7 +181,13 @@ def _factor_table(raw: dict, idx: np.ndarray, alpha: float) -> pd.DataFrame:
         else:
             lacking = ", ".join(k for k in (num, den) if k not in raw)
             rows.append(
-                {"factor": name, "estimate": np.nan, "lo": np.nan, "hi": np.nan, "reason": f"run lacks {lacking}"}
+                {
+                    "factor": name,
+                    "estimate": np.nan,
+                    "lo": np.nan,
+                    "hi": np.nan,
+                    "reason": f"needs probe cells the run lacks ({lacking}): add gantrack.LoopProbes to your loop",
+                }
             )
     f = pd.DataFrame(rows).set_index("factor")
     parts = f.loc[["link", "context", "timing", "sampling"], "estimate"]
@@ -186,19 +206,22 @@ def _factor_table(raw: dict, idx: np.ndarray, alpha: float) -> pd.DataFrame:
     return f.reset_index()
 
 
-def _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing) -> dict:
+def _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing, g_cell: str = "gbatch_after") -> dict:
     """The law of ``law.py`` beside the measured link and total ratio, with bootstrap errors, per band,
     and the diagnostics that say which assumption breaks where it misses."""
     steps = per_sample["steps"]
-    lacking = [c for c in ("dbatch_before", "gbatch_after") if c not in per_sample]
+    lacking = [c for c in ("dbatch_before", g_cell) if c not in per_sample]
     if lacking:
         return {"law_reason": f"per-sample probes lack {', '.join(lacking)}"}
     keep = np.isin(steps, common)
     if keep.sum() < len(common):  # the law must see the same steps as the measurement
         return {"law_reason": f"per-sample probes cover {int(keep.sum())} of the {len(common)} analysed steps"}
     order = np.argsort(steps[keep])
-    m_d = law.moments(fam, per_sample["dbatch_before"][keep][order])
-    m_g = law.moments(fam, per_sample["gbatch_after"][keep][order])
+    scores_d, scores_g = per_sample["dbatch_before"][keep][order], per_sample[g_cell][keep][order]
+    bad = int((~np.isfinite(scores_d)).any(axis=1).sum() + (~np.isfinite(scores_g)).any(axis=1).sum())
+    if bad:
+        return {"law_reason": f"per-sample scores are not finite at {bad} analysed step(s)"}
+    m_d, m_g = law.moments(fam, scores_d), law.moments(fam, scores_g)
     d, g = raw[C.probe_key("dbatch_before", "d_fake")], raw[C.probe_key("dbatch_before", "g")]
     total_d, total_g = raw[C.D_FAKE], raw[C.G_LOSS]
     link, ratio = _ratio_std(g, d), _ratio_std(total_g, total_d)
@@ -248,6 +271,8 @@ def _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing) -> dict:
         bsd, bsg = law.windowed_law(fam, m_d["mu"], m_d["s"], WINDOWS, swing=swing, between=pick == 0)
         out[f"link_{band}"] = float(_ratio_std(split["g"], split["d"]))
         out[f"predicted_link_{band}"] = float(bsg / bsd)
+    if not (np.isfinite(out["predicted_link"]) and np.isfinite(out["link_error"])):
+        return {"law_reason": "the law has nothing to predict: D's scores do not move (or d_fake does not)"}
     lo, hi = out["link_error_lo"], out["link_error_hi"]
     out["law_verdict"] = (
         "holds"
@@ -292,20 +317,25 @@ def _why_not(s: dict, fam_name: str) -> str:
 def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) -> dict[str, pd.DataFrame]:
     fam_name = _family_of(runs, run_id, family)
     fam = loss_family(fam_name)
+    order = _tag_of(runs, run_id, C.TAG_ORDER, "d-first")
+    if order not in C.UPDATE_ORDERS:
+        raise GantrackError(f"run {run_id}: unknown update order {order!r} in tag {C.TAG_ORDER}")
     common, raw, detrended, spacing = _aligned_series(metrics, run_id, opt)
     n = len(common)
     period, b = period_and_block(detrended[C.G_LOSS], spacing, opt.nperseg)
     idx = block_indices(n, b, opt.n_boot, np.random.default_rng(opt.seed))
     alpha = (1 - opt.ci) / 2
-    factors = _factor_table(raw, idx, alpha)
+    factors = _factor_table(raw, idx, alpha, order)
     est = factors.set_index("factor")
 
     # the simple law at the operating point (mean D output on D's fake batch)
+    # (without probes, e.g. another loop's run: the operating point the d_fake curve implies)
     p_key = C.probe_key("dbatch_before", "p")
-    p_bar = float(raw[p_key].mean()) if p_key in raw else np.nan
-    simple = float(_gain(fam_name, np.array([p_bar]))[0]) if p_key in raw else np.nan
+    p_hat, q_hat = implied(fam_name, raw[C.D_FAKE], raw[C.G_LOSS])
+    p_bar = float(raw[p_key].mean()) if p_key in raw else float(np.nanmean(p_hat))
+    simple = float(_gain(fam_name, np.array([p_bar]))[0])
     if per_sample is not None:
-        lawed = _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing)
+        lawed = _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing, C.g_cell(order))
     else:
         lawed = {"law_reason": per_sample_reason or "no per-sample probes (run logged without them, or not a RunSet)"}
     if "predicted_link" not in lawed:
@@ -314,7 +344,6 @@ def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) 
     factors["predicted_simple"] = np.where(factors["factor"] == "link", simple, np.nan)
     factors = factors[factors["factor"] != "total"].reset_index(drop=True)
 
-    p_hat, q_hat = implied(fam_name, raw[C.D_FAKE], raw[C.G_LOSS])
     imp_boot = _ratio_std(q_hat[idx], p_hat[idx])
     spec = pair_spectrum(detrended[C.D_FAKE], detrended[C.G_LOSS], spacing, opt.nperseg)
     spec["predicted_gain"] = lawed.get("predicted_link", simple)
@@ -341,6 +370,8 @@ def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) 
         **ci("sampling"),
         "residual": est.loc["residual", "estimate"],
         "p_bar": p_bar,
+        "p_bar_source": "probes" if p_key in raw else "implied by d_fake",
+        "update_order": order,
         "predicted_link_simple": simple,
         "predicted_link": np.nan,
         "predicted_ratio": np.nan,

@@ -89,8 +89,9 @@ def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
     med = {f: g[f].median() for f in FACTOR_ORDER if f in g and g[f].notna().any()}
     if "link" not in med:
         return (
-            "The runs lack the probe cells that split the ratio (train with probes on: "
-            "`gantrack train` logs them by default)."
+            "These runs do not log gantrack's probe cells, so link, context, timing and sampling cannot be "
+            "measured (only the whole ratio and what the two curves imply). Add `gantrack.LoopProbes` to your "
+            "training loop (a few lines: examples/dcgan_own_loop.py) or train with `gantrack train`."
         )
     parts = ", ".join(f"{f} ×{v:.2f}" for f, v in med.items())
     big = sorted((f for f in med if abs(np.log(med[f])) > np.log(1.5)), key=lambda f: -abs(np.log(med[f])))
@@ -228,14 +229,16 @@ def build_report(
     progress: bool = True,
     extra_sections: list[tuple[str, str]] | None = None,
     workers: int = 2,
+    key_map: dict[str, str] | None = None,
     **options,
 ) -> Report:
     """Analyse every run of ``experiment`` and write the report to ``out_dir`` (default
-    ``./reports/<experiment>``). ``extra_sections``: (title, markdown) pairs placed after the answer."""
+    ``./reports/<experiment>``). ``extra_sections``: (title, markdown) pairs placed after the answer;
+    ``key_map``: for runs another loop logged under its own names (see ``load_runs``)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    rs = runset or load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
+    rs = runset or load_runs(experiment, tracking_uri=tracking_uri, progress=progress, key_map=key_map)
     kind = f"tags.{C.TAG_KIND}"
     if kind in rs.runs.columns:
         keep = ~rs.runs[kind].fillna("").isin(["report", "sweep"])
@@ -244,6 +247,7 @@ def build_report(
             rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))],
             rs.tracking_uri,
             rs.cache_dir,
+            rs.key_map,
         )
     if rs.runs.empty:
         raise GantrackError(f"experiment {experiment!r} has no training runs to report on")

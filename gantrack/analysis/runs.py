@@ -28,13 +28,14 @@ import os
 import urllib.parse
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
+from .. import keymaps
 from ..errors import GantrackError
 from ..tracking import client as make_client
 from ..tracking import resolve_tracking_uri, scoped_env
@@ -52,6 +53,7 @@ class RunSet:
     metrics: pd.DataFrame  # long form: run_id, key, step, timestamp, value
     tracking_uri: str | None = None  # where the runs live (for their artifacts)
     cache_dir: Path | None = None
+    key_map: dict[str, str] = field(default_factory=dict)  # contract key → the user's key, if mapped
 
     def per_sample(self, run_id: str) -> dict[str, np.ndarray]:
         """The run's per-sample probes (``gantrack.probes``): ``steps`` and one (steps, batch) float32
@@ -424,12 +426,14 @@ def load_runs(
     cache_dir: str | Path | None = None,
     cache: bool = True,
     progress: bool = True,
+    key_map: dict[str, str] | None = None,
 ) -> RunSet:
     """Runs of an experiment (name or id, or several) or explicit ``run_ids``, as a ``RunSet``.
 
     ``filter`` is an MLflow search filter (e.g. ``"tags.gantrack.loss = 'nsgan'"``); ``keys``
-    limits the metric keys read; ``method`` is ``"auto"`` (sql → rest → client by URI),
-    ``"sql"``, ``"rest"`` or ``"client"``.
+    limits the metric keys read (contract names); ``method`` is ``"auto"`` (sql → rest → client by
+    URI), ``"sql"``, ``"rest"`` or ``"client"``. ``key_map`` reads runs that another loop logged:
+    ``{"loss/d_fake": "errD_fake", "loss/g": "errG"}`` (``gantrack.keymaps``; presets there).
     """
     from tqdm import tqdm
 
@@ -465,6 +469,7 @@ def load_runs(
         raise GantrackError(f"cannot list runs in {uri}: {str(e).splitlines()[0]}") from None
 
     wanted = None if keys is None else set(keys)
+    renames = keymaps.check(key_map, {r.info.run_id: set(r.data.metrics) for r in runs}) if key_map else {}
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     frames, todo = [], {}
     for run in runs:
@@ -496,7 +501,24 @@ def load_runs(
         bar.update(len(run_keys))
     bar.close()
     metrics = _concat(frames)
+    if renames:
+        metrics = apply_key_map(metrics, renames)
     if wanted is not None:
         metrics = metrics[metrics["key"].isin(wanted)].reset_index(drop=True)
         metrics["key"] = metrics["key"].cat.remove_unused_categories()
-    return RunSet(runs=_runs_frame(runs), metrics=metrics, tracking_uri=uri, cache_dir=cache_root)
+    return RunSet(
+        runs=_runs_frame(runs), metrics=metrics, tracking_uri=uri, cache_dir=cache_root, key_map=dict(key_map or {})
+    )
+
+
+def apply_key_map(metrics: pd.DataFrame, renames: dict[str, str]) -> pd.DataFrame:
+    """Rename the user's keys ({user key: contract key}) in a long metrics frame."""
+    metrics = metrics.copy()
+    key = metrics["key"].astype("category")
+    clash = sorted(set(renames.values()) & set(key.cat.categories) - set(renames))
+    if clash:
+        raise GantrackError(
+            f"key map: the runs already log {', '.join(clash)} under gantrack's own name; map only keys they lack"
+        )
+    metrics["key"] = key.cat.rename_categories(lambda k: renames.get(k, k))
+    return metrics

@@ -1,0 +1,56 @@
+"""A PyTorch Lightning callback on the same core as ``LoopProbes`` (extra: ``gantrack[lightning]``).
+
+    class GAN(L.LightningModule):
+        def training_step(self, batch, batch_idx):
+            ...
+            self.gantrack.g_step(fake, d_out)            # the scores the generator loss uses
+            ...
+            self.gantrack.d_step(fake.detach(), d_fake, d_real)   # before D's optimiser step
+            ...
+
+    trainer = L.Trainer(callbacks=[GantrackCallback(order="g-first", experiment="my-gan")],
+                        log_every_n_steps=1)
+
+The callback opens the MLflow run when fitting starts, gives the module ``self.gantrack`` (a
+``LoopProbes`` on the module's ``discriminator``), closes each step after the batch, and ends the
+run FINISHED, or FAILED with the reason when fitting raises. gantrack logs every step itself;
+``log_every_n_steps=1`` is what makes Lightning's own logger per-step too (its default, 50, would
+decimate your ``self.log`` curves and alias the D/G ping-pong away).
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+from .errors import GantrackError
+from .loop import LoopProbes
+
+
+class GantrackCallback(pl.Callback):
+    """``discriminator``: the attribute of your LightningModule that holds D; other keyword
+    arguments go to ``LoopProbes`` (loss, order, outputs, g_context, experiment, tracking_uri, ...)."""
+
+    def __init__(self, discriminator: str = "discriminator", **probe_options):
+        self.attribute = discriminator
+        self.options = probe_options
+        self.probes: LoopProbes | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        D = getattr(pl_module, self.attribute, None)
+        if D is None:
+            raise GantrackError(f"GantrackCallback: the module has no attribute {self.attribute!r} (its discriminator)")
+        params = {k: v for k, v in dict(getattr(pl_module, "hparams", {}) or {}).items()}
+        self.probes = LoopProbes(D, params=params, **self.options)
+        self.probes.start()
+        pl_module.gantrack = self.probes
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.probes.end_step()  # its own step count: Lightning's global_step counts optimiser steps
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.probes is not None and self.probes.run_id:
+            self.probes.finish()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.probes is not None and self.probes.run_id and not getattr(self.probes, "_closed", False):
+            self.probes.fail(exception)

@@ -1,0 +1,356 @@
+"""Probes for your own training loop: the harness's metric contract from a few added lines.
+
+    probes = LoopProbes(netD, loss="nsgan", order="d-first-same-batch", outputs="probabilities",
+                        experiment="my-dcgan", params=vars(opt))
+    with probes:
+        for i, (real, _) in enumerate(loader):
+            ...                                              # D's forward passes, as before
+            probes.d_step(fake.detach(), output_fake, output_real)   # before optimizerD.step()
+            optimizerD.step()
+            ...                                              # G's forward through D, as before
+            probes.g_step(fake, output)                      # the scores errG is computed from
+            optimizerG.step()
+            probes.end_step()                                # after both updates
+
+Each call reads scores you already computed and adds the extra forward passes of D that the probe
+cells need (``contract.CELLS``) under ``no_grad``, with D's BatchNorm running statistics restored
+and torch's random stream forked, so your training is bit-identical with and without probes. The
+run gets ``loss/*``, ``acc/*``, ``prob/*`` and ``probe/*`` every step (batched, written on a
+background thread, spooled through tracking outages), the per-sample artifact, and the tag
+``gantrack.update_order`` that tells ``explain`` which factors the order allows:
+
+- ``d-first``: D updates, then G scores a fresh batch (the book, the Keras DCGAN example). D is
+  copied before its update (the only order that needs a copy: G's batch does not exist yet).
+- ``d-first-same-batch``: D updates, then G scores D's own fake batch (the pytorch/examples DCGAN:
+  ``D_G_z1`` before ``optimizerD.step()``, ``D_G_z2`` after). No copy; ``sampling`` is 1.
+- ``g-first``: G updates first through the current D, then D (common in Lightning templates).
+  D does not change between the two measurements: ``timing`` is 1.
+- ``simultaneous``: both losses from the same forward pass, both updated after it: ``context``,
+  ``timing`` and ``sampling`` are 1 when G's scores are D's.
+
+A misuse (``g_step`` before ``d_step`` where the order forbids it, ``end_step`` without both, batch
+sizes that do not match) raises ``GantrackError`` at once; inside ``with`` the run then ends FAILED
+with the reason and no per-sample artifact is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__, tracking
+from . import contract as C
+from .errors import GantrackError
+from .losses import family
+from .probes import PerSampleRecorder
+
+ORDERS = {
+    "d-first": "D updates, then G on a fresh batch (the book, Keras DCGAN)",
+    "d-first-same-batch": "D updates, then G scores D's own fake batch (pytorch/examples DCGAN)",
+    "g-first": "G updates first through the current D, then D (Lightning templates)",
+    "simultaneous": "both losses from one forward pass, both players updated after it",
+}
+OUTPUTS = ("logits", "probabilities")
+CONTEXTS = ("batch", "moving")
+
+
+def _bn_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class LoopProbes:
+    """Probe cells, per-sample scores and the metric contract for a training loop you wrote.
+
+    ``D``: your discriminator (or critic). ``loss``: the loss family (``contract.LOSS_FAMILIES``).
+    ``order``: your update order (``ORDERS``). ``outputs``: whether D returns logits / critic values
+    (``"logits"``) or probabilities after a sigmoid (``"probabilities"``, converted to logits).
+    ``g_context``: how D normalises G's batch in your G step — ``"batch"`` (train mode, the batch's
+    own statistics: PyTorch's default) or ``"moving"`` (you call ``D.eval()`` for the G step).
+    ``per_sample``: keep every cell's per-sample scores as the run artifact. ``enabled=False`` turns
+    every call into a no-op (no run, no forward passes): one flag to train with or without probes.
+    The MLflow run is created by ``start()`` (or ``with``) in ``experiment`` of ``tracking_uri``.
+    """
+
+    def __init__(
+        self,
+        D: nn.Module,
+        loss: str = "nsgan",
+        order: str = "d-first",
+        outputs: str = "logits",
+        g_context: str = "batch",
+        experiment: str = "gantrack",
+        tracking_uri: str | None = None,
+        run_name: str | None = None,
+        params: dict[str, Any] | None = None,
+        per_sample: bool = True,
+        flush_every: int = 100,
+        enabled: bool = True,
+    ):
+        if not isinstance(D, nn.Module) or not any(True for _ in D.parameters()):
+            raise GantrackError("LoopProbes needs your discriminator: an nn.Module with parameters")
+        for name, value, choices in (
+            ("order", order, ORDERS),
+            ("outputs", outputs, OUTPUTS),
+            ("g_context", g_context, CONTEXTS),
+            ("loss", loss, C.LOSS_FAMILIES),
+        ):
+            if value not in choices:
+                raise GantrackError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+        if flush_every <= 0:
+            raise GantrackError(f"flush_every must be positive, got {flush_every}")
+        self.D, self.fam, self.order, self.outputs, self.g_context = D, family(loss), order, outputs, g_context
+        self.experiment, self.tracking_uri, self.run_name = experiment, tracking_uri, run_name
+        self.params, self.per_sample, self.flush_every = dict(params or {}), per_sample, flush_every
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.step = 0
+        self._copy = None  # D before its update (order d-first only)
+        self._reset()
+
+    # --- the run ------------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Create the MLflow run; returns its id."""
+        from mlflow.entities import Param
+
+        if not self.enabled:
+            return ""
+        self.uri = tracking.resolve_tracking_uri(self.tracking_uri)
+        tracking.check_reachable(self.uri)
+        self._client = tracking.client(self.uri)
+        exp_id = tracking.get_or_create_experiment(self._client, self.experiment)
+        tags = {
+            C.TAG_LOSS: self.fam.name,
+            C.TAG_ORDER: self.order,
+            C.TAG_KIND: "user-loop",
+            C.TAG_BN_IN_G: self.g_context,
+            "gantrack.version": __version__,
+            "mlflow.note.content": f"Your own loop with gantrack probes ({ORDERS[self.order]}).",
+        }
+        run = tracking.retry(self._client.create_run, exp_id, tags=tags, run_name=self.run_name)
+        self.run_id = run.info.run_id
+        if self.params:
+            params = [Param(k, v[:6000]) for k, v in tracking.flatten(self.params).items()]
+            for i in range(0, len(params), 100):
+                tracking.retry(self._client.log_batch, self.run_id, params=params[i : i + 100])
+        self._buffer = tracking.MetricBuffer(self._client, self.run_id, uri=self.uri)
+        self._recorder = PerSampleRecorder(1024) if self.per_sample else None
+        self._t0 = time.time()
+        return self.run_id
+
+    def finish(self) -> None:
+        """Write what is pending and the per-sample artifact; the run ends FINISHED."""
+        if not self.enabled:
+            return
+        self._need_run()
+        if self._recorder is not None and self._recorder.n:
+            with tempfile.TemporaryDirectory(prefix="gantrack-loop-") as tmp:
+                folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)
+                path = self._recorder.save(Path(tmp) / name)
+                tracking.retry(self._client.log_artifact, self.run_id, str(path), folder)
+        spool = self._buffer.close(final_status="FINISHED")
+        if spool is None:
+            tracking.retry(self._client.set_terminated, self.run_id, "FINISHED")
+        self._closed = True
+
+    def fail(self, reason: BaseException | str) -> None:
+        """End the run FAILED (KILLED for Ctrl-C) with the reason in ``gantrack.failure``."""
+        if not self.enabled:
+            return
+        self._need_run()
+        status = "KILLED" if isinstance(reason, KeyboardInterrupt) else "FAILED"
+        text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+        try:
+            self._buffer.close()
+            self._client.set_tag(self.run_id, C.TAG_FAILURE, text[:4000])
+            self._client.set_terminated(self.run_id, status)
+        except Exception:  # the store is gone: the spool file holds the metrics
+            pass
+        self._closed = True
+
+    def __enter__(self) -> LoopProbes:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.finish()
+        else:
+            self.fail(exc)
+        return False
+
+    # --- the three calls --------------------------------------------------------------------------
+    def d_step(self, fake: torch.Tensor, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None) -> None:
+        """D's forward on its fake batch (and real batch), **before** D's optimiser step.
+
+        ``fake``: the fake images D was given; ``fake_scores``/``real_scores``: what D returned.
+        """
+        if not self.enabled:
+            return
+        self._need_run()
+        if self._d is not None:
+            raise GantrackError("d_step() called twice in one step: call end_step() after both updates")
+        if self.order in ("d-first", "d-first-same-batch") and self._g is not None:
+            raise GantrackError(f"g_step() came before d_step() but the order is {self.order!r}")
+        fake_scores = self._scores(fake_scores, len(fake), "fake_scores")
+        real_scores = None if real_scores is None else self._scores(real_scores, None, "real_scores")
+        fake = fake.detach()
+        with self._probing():
+            gctx = self._in_g_context(self.D, fake)
+            if self.order == "d-first":  # G's batch does not exist yet: keep D as it is now
+                self._snapshot()
+        self._d = {"fake": fake, "dbatch_before": fake_scores, "dbatch_before_gctx": gctx, "real": real_scores}
+
+    def g_step(self, fake: torch.Tensor, scores: torch.Tensor) -> None:
+        """D's scores of G's batch in your G step (the ones your generator loss is computed from)."""
+        if not self.enabled:
+            return
+        self._need_run()
+        if self._g is not None:
+            raise GantrackError("g_step() called twice in one step: call end_step() after both updates")
+        if self.order in ("d-first", "d-first-same-batch") and self._d is None:
+            raise GantrackError(f"g_step() without d_step() before it: the order is {self.order!r}")
+        scores = self._scores(scores, len(fake), "scores")
+        fake = fake.detach()
+        g = {"fake": fake, "scores": scores}
+        if self.order in ("d-first", "d-first-same-batch"):  # D has been updated: these are the "after" cells
+            g["gbatch_after"] = scores
+            with self._probing():
+                g["dbatch_after"] = self._in_g_context(self.D, self._d["fake"])
+                if self.order == "d-first":
+                    g["gbatch_before"] = self._in_g_context(self._copy, fake)
+                else:
+                    if fake.shape != self._d["fake"].shape or not torch.equal(fake, self._d["fake"]):
+                        raise GantrackError(
+                            "order 'd-first-same-batch' but g_step() got a different batch than "
+                            "d_step(): use order 'd-first'"
+                        )
+                    g["gbatch_before"] = self._d["dbatch_before_gctx"]
+        else:  # g-first, simultaneous: D has not been updated yet
+            g["gbatch_before"] = scores
+        self._g = g
+
+    def end_step(self, step: int | None = None) -> None:
+        """After both optimiser steps: the remaining cells, then this step's metrics are logged."""
+        if not self.enabled:
+            return
+        self._need_run()
+        if self._d is None or self._g is None:
+            missing = " and ".join(n for n, v in (("d_step()", self._d), ("g_step()", self._g)) if v is None)
+            raise GantrackError(f"end_step() without {missing} in this step")
+        d, g = self._d, self._g
+        if self.order in ("g-first", "simultaneous"):  # D has now been updated
+            with self._probing():
+                g["dbatch_after"] = self._in_g_context(self.D, d["fake"])
+                g["gbatch_after"] = self._in_g_context(self.D, g["fake"])
+        self.step = self.step + 1 if step is None else int(step)
+        cells = {
+            "dbatch_before": d["dbatch_before"],
+            "dbatch_before_gctx": d["dbatch_before_gctx"],
+            "dbatch_after": g["dbatch_after"],
+            "gbatch_before": g["gbatch_before"],
+            "gbatch_after": g["gbatch_after"],
+        }
+        self._buffer.add(self.step, self._metrics(cells, d["real"], g["scores"]).items())
+        if self._recorder is not None:
+            self._recorder.add(self.step, cells)
+        if self.step % self.flush_every == 0:
+            self._buffer.flush_in_background()
+        self._reset()
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._d: dict | None = None
+        self._g: dict | None = None
+
+    def _need_run(self) -> None:
+        if self.run_id is None:
+            raise GantrackError("LoopProbes has no run: use `with LoopProbes(...) as probes:` or call start()")
+        if getattr(self, "_closed", False):
+            raise GantrackError(f"run {self.run_id} is already closed")
+
+    def _scores(self, scores: torch.Tensor, n: int | None, name: str) -> torch.Tensor:
+        """Raw scores (logits / critic values) as a detached float tensor of one value per sample."""
+        if not isinstance(scores, torch.Tensor):
+            raise GantrackError(f"{name} must be a tensor of D's outputs, got {type(scores).__name__}")
+        s = scores.detach().reshape(len(scores), -1)
+        if s.shape[1] != 1:
+            raise GantrackError(f"{name}: D must give one score per sample, got shape {tuple(scores.shape)}")
+        if n is not None and len(s) != n:
+            raise GantrackError(f"{name} has {len(s)} scores for a batch of {n} samples")
+        s = s[:, 0].float()
+        if self.outputs == "probabilities":
+            s = torch.logit(s.clamp(1e-7, 1 - 1e-7))  # the Keras/BCE clip, so saturated outputs stay finite
+        return s
+
+    def _in_g_context(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``model``'s raw scores of ``x`` as the G step sees them (batch or moving statistics)."""
+        out = model(x)
+        if self.outputs == "probabilities":
+            out = torch.logit(out.clamp(1e-7, 1 - 1e-7))
+        return out.detach().reshape(len(x)).float()
+
+    @contextmanager
+    def _probing(self):
+        """No gradients, BatchNorm running statistics and torch's random stream as they were, D's
+        mode as the G step uses it (and restored)."""
+        models = [m for m in (self.D, self._copy) if m is not None]
+        bns = [bn for m in models for bn in _bn_layers(m)]
+        saved = [dict(bn._buffers) for bn in bns]
+        modes = [m.training for m in models]
+        for bn in bns:  # scratch copies: the originals are never written
+            for k, v in list(bn._buffers.items()):
+                if v is not None:
+                    bn._buffers[k] = v.clone()
+        devices = [p.device.index for p in self.D.parameters() if p.device.type == "cuda"][:1]
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                for m in models:
+                    m.train(self.g_context == "batch")
+                yield
+        finally:
+            for bn, buffers in zip(bns, saved):
+                bn._buffers.update(buffers)
+            for m, mode in zip(models, modes):
+                m.train(mode)
+
+    def _snapshot(self) -> None:
+        if self._copy is None:
+            self._copy = copy.deepcopy(self.D).requires_grad_(False)
+        src = list(self.D.parameters()) + [b for b in self.D.buffers()]
+        dst = list(self._copy.parameters()) + [b for b in self._copy.buffers()]
+        torch._foreach_copy_(dst, src)
+
+    def _metrics(self, cells: dict[str, torch.Tensor], real: torch.Tensor | None, g_scores: torch.Tensor) -> dict:
+        fam = self.fam
+        out_fake, out_gen = fam.output(cells["dbatch_before"]), fam.output(g_scores)
+        vals = {
+            C.D_FAKE: fam.d_fake(out_fake).mean(),
+            C.G_LOSS: fam.g(out_gen).mean(),
+            C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
+            C.PROB_FAKE: out_fake.mean(),
+            C.PROB_GEN: out_gen.mean(),
+        }
+        if real is not None:
+            out_real = fam.output(real)
+            vals.update(
+                {
+                    C.D_REAL: fam.d_real(out_real).mean(),
+                    C.ACC_REAL: (out_real > fam.threshold).float().mean(),
+                    C.PROB_REAL: out_real.mean(),
+                }
+            )
+            vals[C.D_LOSS] = 0.5 * (vals[C.D_REAL] + vals[C.D_FAKE])
+        for name, score in cells.items():
+            out = fam.output(score)
+            vals[C.probe_key(name, "p")] = out.mean()
+            vals[C.probe_key(name, "d_fake")] = fam.d_fake(out).mean()
+            vals[C.probe_key(name, "g")] = fam.g(out).mean()
+        keys = list(vals)
+        return dict(zip(keys, torch.stack([vals[k].float().cpu() for k in keys]).tolist()))  # one sync

@@ -1,0 +1,139 @@
+"""The examples run, a few steps each, and what they log is explainable; key maps on foreign runs."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gantrack import GantrackError
+from gantrack.analysis import explain, load_runs
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dcgan_own_loop_explains_every_factor_its_order_allows(store):
+    run_id, _ = example("dcgan_own_loop").main(["--steps", "60", "--tracking-uri", store, "--experiment", "own"])
+    rs = load_runs("own", tracking_uri=store, progress=False)
+    ex = explain(rs, run_id, n_boot=100, min_length=16)
+    f = ex["factors"].set_index("factor")
+    assert f.loc["sampling", "estimate"] == pytest.approx(1.0, abs=1e-6)  # G scores D's own batch
+    assert np.isfinite(f.loc[["link", "context", "timing"], "estimate"].astype(float)).all()
+    assert f.loc["residual", "estimate"] == pytest.approx(1.0, rel=1e-5)
+    assert ex["summary"]["law_verdict"].iloc[0] in ("holds", "fails", "undecided")
+
+
+def test_dcgan_own_loop_is_the_same_training_without_probes(store):
+    with_probes = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dcgan_own_loop.py"), "--steps", "51", "--tracking-uri", store],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    without = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dcgan_own_loop.py"), "--steps", "51", "--no-probes"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert with_probes.returncode == 0 and without.returncode == 0, with_probes.stderr + without.stderr
+    losses = [line for line in with_probes.stdout.splitlines() if line.startswith("[")]
+    assert losses and losses == [line for line in without.stdout.splitlines() if line.startswith("[")]
+
+
+def test_lightning_callback_logs_a_g_first_run(store):
+    pytest.importorskip("lightning")
+    run_id = example("lightning_gan").main(["--steps", "30", "--tracking-uri", store, "--experiment", "pl"])
+    rs = load_runs("pl", tracking_uri=store, progress=False)
+    assert rs.runs["status"].tolist() == ["FINISHED"]
+    assert rs.runs["tags.gantrack.update_order"].iloc[0] == "g-first"
+    f = explain(rs, run_id, n_boot=100, min_length=16)["factors"].set_index("factor")["estimate"]
+    assert f["timing"] == 1.0 and f["residual"] == pytest.approx(1.0, rel=1e-5)
+    assert len(rs.per_sample(run_id)["steps"]) == 30
+
+
+def test_foreign_runs_are_explained_through_a_key_map(store, tmp_path):
+    ids, rep = example("foreign_runs").main(
+        ["--steps", "120", "--tracking-uri", store, "--experiment", "foreign", "--out", str(tmp_path / "rep")]
+    )
+    assert len(rep.summary) == 2 and (rep.summary["reason"] == "").all()
+    md = rep.markdown.read_text()
+    assert "do not log gantrack's probe cells" in md and "LoopProbes" in md
+    s = rep.summary.iloc[0]
+    assert np.isfinite(s["ratio"]) and s["p_bar_source"] == "implied by d_fake"
+    assert np.isnan(s["link"])
+
+
+def cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "gantrack.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("foreign")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    example("foreign_runs").train_without_gantrack(80, 1, "foreign", uri)
+    return uri, folder
+
+
+def test_report_cli_with_keys_on_plain_mlflow_runs(foreign):
+    uri, folder = foreign
+    r = cli(
+        "report",
+        "--experiment",
+        "foreign",
+        "--tracking-uri",
+        uri,
+        "--key",
+        "loss/d_fake=errD_fake",
+        "--key",
+        "loss/g=errG",
+        "--no-mlflow",
+        "--quiet",
+        "--out",
+        str(folder / "r"),
+        cwd=folder,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "cannot be measured" in (folder / "r" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        (["--key", "loss/d_fake=nope", "--key", "loss/g=errG"], "no run logged 'nope'"),
+        (["--key", "loss/d_fake=errG", "--key", "loss/g=errG"], "both map to 'errG'"),
+        (["--key", "loss/g=errG"], "leaves loss/d_fake unmapped"),
+        (["--key", "loss/whatever=errG", "--key", "loss/d_fake=errD_fake"], "not a gantrack metric"),
+        (["--key", "loss/d_fake"], "expects CONTRACT_KEY=YOUR_KEY"),
+        (["--keymap", "nonesuch"], "unknown key map"),
+    ],
+)
+def test_bad_key_maps_are_one_line_exit_2(foreign, keys, message):
+    uri, folder = foreign
+    r = cli("report", "--experiment", "foreign", "--tracking-uri", uri, "--no-mlflow", "--quiet", *keys, cwd=folder)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_keymaps_are_listed():
+    r = cli("keymaps", cwd=".")
+    assert r.returncode == 0 and "pytorch-dcgan" in r.stdout and "--key loss/d_fake=errD_fake" in r.stdout
+
+
+def test_load_runs_key_map_errors_name_the_runs(foreign):
+    uri, _ = foreign
+    with pytest.raises(GantrackError, match="ring-s1|run"):
+        load_runs("foreign", tracking_uri=uri, key_map={"loss/g": "errG"}, progress=False)
