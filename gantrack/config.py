@@ -14,10 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .contract import LOSS_FAMILIES
+from .contract import DATASETS, IMAGE_DATASETS, LOSS_FAMILIES
 from .errors import GantrackError
 
-DATASETS = ("mnist-eights", "mnist", "quadratic-1d", "ring-2d", "dirac")
 MODELS = ("dcgan", "mlp", "dirac")
 LOSSES = LOSS_FAMILIES
 SCHEDULES = ("book", "joint")
@@ -303,7 +302,7 @@ def validate(cfg: Config) -> Config:
         raise GantrackError("dataset 'mnist' needs data_path (a mnist.npz or a folder of IDX files)")
     if not -1 <= cfg.digit <= 9:
         raise GantrackError(f"digit must be 0-9 or -1 for all, got {cfg.digit}")
-    image = cfg.dataset in ("mnist-eights", "mnist")
+    image = cfg.dataset in IMAGE_DATASETS
     if image != (cfg.model == "dcgan"):
         raise GantrackError(
             f"model {cfg.model!r} does not fit dataset {cfg.dataset!r} "

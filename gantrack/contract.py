@@ -78,6 +78,9 @@ def g_cell(order: str) -> str:
 
 # --- names the tags take ----------------------------------------------------------------------
 LOSS_FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")  # gantrack.loss; the book's nsgan first
+IMAGE_DATASETS = ("mnist-eights", "mnist")  # gantrack.dataset: 28×28 images for the DCGAN
+TOY_DATASETS = {"quadratic-1d": 2, "ring-2d": 2, "dirac": 1}  # low-dimensional toys: name → data dimension
+DATASETS = IMAGE_DATASETS + tuple(TOY_DATASETS)
 
 # --- tags and artifacts ------------------------------------------------------------------------
 TAG_SCENARIO, TAG_LOSS, TAG_SEED = "gantrack.scenario", "gantrack.loss", "gantrack.seed"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .contract import TOY_DATASETS
 from .errors import GantrackError
 
 BUNDLED_EIGHTS = "mnist_eights.npz"  # 5,851 training eights of MNIST (CC BY-SA 3.0)
@@ -121,4 +122,4 @@ TOYS = {"quadratic-1d": quadratic_1d, "ring-2d": ring_2d, "dirac": dirac}
 
 
 def data_dim(dataset: str) -> int:
-    return {"quadratic-1d": 2, "ring-2d": 2, "dirac": 1}[dataset]
+    return TOY_DATASETS[dataset]

@@ -107,7 +107,7 @@ def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def _load_real(cfg: Config) -> torch.Tensor | None:
-    if cfg.dataset in ("mnist-eights", "mnist"):
+    if cfg.dataset in C.IMAGE_DATASETS:
         return data.image_dataset(cfg.dataset, cfg.data_path, cfg.digit)
     return None
 
