@@ -217,8 +217,13 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
             with d_as_in_g_step(D, cfg):
                 score_dbatch_after = D(fake)
             with d_as_in_g_step(gan.d_before, cfg):  # D before its update, in the G step's context
-                score_dbatch_before_gctx = gan.d_before(fake)
                 score_gbatch_before = gan.d_before(x_gen)
+                if cfg.schedule == "book" and cfg.d_bn_in_g_step == "batch":
+                    # D scored its fakes alone on their own batch statistics: that forward *is* the G
+                    # step's context (same weights, same batch, same BatchNorm mode), so reuse it
+                    score_dbatch_before_gctx = score_fake.detach()
+                else:  # a mixed real+fake batch, or moving statistics in the G step: a context of its own
+                    score_dbatch_before_gctx = gan.d_before(fake)
         gan.cells = {
             "dbatch_before": score_fake.detach(),
             "dbatch_before_gctx": score_dbatch_before_gctx,

@@ -89,7 +89,28 @@ def test_probe_grid_contains_the_training_losses():
             assert {f"probe/{cell}/{q}" for q in ("p", "d_fake", "g")} <= set(r)
         # book schedule, BatchNorm on batch statistics in the G step: D's own step *is* the G step's
         # context for its fake batch, so the context cell repeats the training forward exactly
-        assert r["probe/dbatch_before_gctx/g"] == pytest.approx(r["probe/dbatch_before/g"], rel=1e-6)
+        assert r["probe/dbatch_before_gctx/g"] == r["probe/dbatch_before/g"]
+
+
+def test_the_reused_context_cell_is_what_the_forward_would_give():
+    """Book schedule, batch statistics: the context cell reuses D's training forward; computing it
+    on D's copy in the G step's context gives the same scores."""
+    from gantrack.harness import d_as_in_g_step
+
+    cfg = tiny()
+    gan = build_gan(cfg)
+    for _ in range(3):
+        gan_step(gan)
+        fake_scores = gan.cells["dbatch_before"]
+    # D's copy still holds D before the last update; its fakes are gone, so check on a fresh batch
+    # that the copy in the G step's context equals a train-mode forward on the batch alone
+    x = gan.G(gan.latent(cfg.half_batch)).detach()
+    with torch.no_grad(), d_as_in_g_step(gan.d_before, cfg):
+        a = gan.d_before(x)
+    probe = copy.deepcopy(gan.d_before).train()
+    with torch.no_grad():
+        b = probe(x)
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-7) and fake_scores.shape == (cfg.half_batch,)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"schedule": "joint"}, {"d_bn_in_g_step": "moving"}])
