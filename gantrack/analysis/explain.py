@@ -129,7 +129,7 @@ def explain(
 def _aligned_series(metrics, run_id, opt):
     """Every factor series of the run on the steps they all share (after burn-in)."""
     sub = metrics[metrics["run_id"].astype(str) == run_id]
-    keys = sorted({_key(cs) for pair in C.FACTORS.values() for cs in pair} | {C.probe_key(c, "p") for c in C.CELLS})
+    keys = sorted({C.D_FAKE, C.G_LOSS} | {C.probe_key(c, stat) for c in C.CELLS for stat in C.CELL_STATS})
     series, failed = prepare(sub, keys, opt)
     by = {s.key: s for s in series}
     missing = {f["key"]: f["reason"] for f in failed}
