@@ -42,7 +42,10 @@ def run_panels(
         if key in wide:
             ax.plot(steps, wide[key], lw=0.7, label=key)
     ax.set(title="discriminator accuracy", xlabel="step", ylim=(-0.05, 1.05))
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="0.5")
     ax = axes[0, 2]
     if implied is not None:
         s, p_hat, q_hat = implied
@@ -140,6 +143,17 @@ def factor_bars(factors: pd.DataFrame) -> Figure:
     f = factors[factors["factor"].isin(["link", "context", "timing", "sampling"])].dropna(subset=["estimate"])
     fig = Figure(figsize=(min(14, max(6, 0.5 * f["label"].nunique() + 4)), 4))
     ax = fig.subplots()
+    if f.empty:  # runs without probe cells (another loop's): nothing to split
+        ax.text(
+            0.5,
+            0.5,
+            "no probe cells logged: the factors cannot be measured",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
     sns.barplot(data=f, x="label", y="estimate", hue="factor", ax=ax)
     ax.axhline(1, color="k", lw=0.6)
     ax.set_yscale("log")  # factors multiply: equal distances above and below 1 mean equal effects
