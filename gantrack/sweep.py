@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -154,7 +155,12 @@ def run_configs(
     threads = max(1, (os.cpu_count() or 2) // max(1, min(workers, len(todo))))
     errors = []
     bar = tqdm(total=len(todo), disable=not progress, desc="runs", unit="run")
-    pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), initializer=_worker_init)
+    # spawn, not fork: a process that has run torch holds an OpenMP thread pool that a forked child
+    # inherits locked (its first parallel op hangs). Scripts calling this need the usual
+    # `if __name__ == "__main__":` guard.
+    pool = ProcessPoolExecutor(
+        max(1, min(workers, len(todo))), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )
     try:
         futures = {
             pool.submit(_work, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id): (i, cfg)

@@ -18,7 +18,8 @@ os.environ["GANTRACK_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
 
 
 def marked_processes() -> list[tuple[int, str]]:
-    """(pid, command line) of live processes other than this one that carry the session marker."""
+    """(pid, command line) of live processes other than this one that carry the session marker
+    (multiprocessing's resource tracker, a helper of this process that ends with it, excepted)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -29,10 +30,18 @@ def marked_processes() -> list[tuple[int, str]]:
             if SESSION_MARK.encode() not in env:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                found.append((int(entry), f.read().replace(b"\0", b" ").decode(errors="replace")[:200]))
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if "multiprocessing.resource_tracker" in cmd and _parent(int(entry)) == os.getpid():
+                continue
+            found.append((int(entry), cmd[:200]))
         except OSError:  # gone meanwhile, or a zombie
             continue
     return found
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 @pytest.fixture(scope="session", autouse=True)

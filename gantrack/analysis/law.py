@@ -124,7 +124,8 @@ def band_split(x: np.ndarray, period: float = 16.0, spacing: int = 1) -> tuple[n
     if cutoff >= nyquist:
         return x - x.mean(axis=-1, keepdims=True), np.zeros_like(x)
     sos = signal.butter(4, cutoff, btype="lowpass", fs=1.0 / spacing, output="sos")
-    slow = signal.sosfiltfilt(sos, x, axis=-1)
+    # scipy's default padding (3 × (2 sections + 1)) needs a longer series than a short run may have
+    slow = signal.sosfiltfilt(sos, x, axis=-1, padlen=min(3 * (2 * len(sos) + 1), x.shape[-1] - 1))
     return slow, x - slow
 
 

@@ -356,6 +356,10 @@ def _law_table(summary: pd.DataFrame) -> pd.DataFrame:
                 "shift only": fmt(r.get("predicted_link_shift_only")),
                 "path (diagnostic)": fmt(r.get("predicted_link_path")),
                 "ratio: measured / law": f"{fmt(r['ratio'])} / {fmt(r.get('predicted_ratio'))}",
+                "ratio error [CI]": (
+                    f"{pct(r.get('ratio_error', np.nan))} [{pct(r.get('ratio_error_lo', np.nan))}, "
+                    f"{pct(r.get('ratio_error_hi', np.nan))}]"
+                ),
                 "slow band: measured / law": f"{fmt(r.get('link_slow'))} / {fmt(r.get('predicted_link_slow'))}",
                 "fast band: measured / law": f"{fmt(r.get('link_fast'))} / {fmt(r.get('predicted_link_fast'))}",
                 "why not": r.get("law_reason", "") or "",
@@ -415,11 +419,12 @@ def _md_inline(text: str) -> str:
 
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;max-width:1100px;margin:0 auto;
-padding:1em 1.5em;overflow-wrap:anywhere}
+padding:1em 1.5em}p,li,summary{overflow-wrap:anywhere}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 p.meta{color:#666;margin-top:0}.answer{background:#f6f8fa;border-left:4px solid #2f6feb;padding:.6em 1em}
 .scroll{overflow-x:auto;max-width:100%}table.t{border-collapse:collapse;font-size:12.5px;margin:.5em 0}
-table.t td,table.t th{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}
+table.t td,table.t th{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top;
+white-space:nowrap}table.t td:last-child{white-space:normal;min-width:22em}
 table.t th{background:#f6f8fa}img{max-width:100%;height:auto}details{margin:.4em 0}
 summary{cursor:pointer;font-weight:600}code{font-size:.9em;background:#f0f0f0;padding:0 .25em}
 """
