@@ -117,6 +117,8 @@ def test_running_context_manager_cannot_leak(small_store):
 
 
 def test_sigterm_to_a_sweep_stops_its_workers_and_marks_runs_killed(tmp_path, store):
+    client = MlflowClient(store)
+    client.search_experiments()  # the store exists before two processes open it (migrations are unlocked)
     proc = spawn(
         [
             sys.executable,
@@ -146,8 +148,7 @@ def test_sigterm_to_a_sweep_stops_its_workers_and_marks_runs_killed(tmp_path, st
         text=True,
         cwd=tmp_path,
     )
-    client = MlflowClient(store)
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while time.time() < deadline:  # wait until both workers are training
         exp = client.get_experiment_by_name("sw")
         runs = client.search_runs([exp.experiment_id], "tags.`gantrack.seed` != ''") if exp else []
