@@ -66,7 +66,7 @@ def test_same_seed_same_logged_curve(store):
     m = load_runs("rt", tracking_uri=store, progress=False).metrics
     va = m[m["run_id"] == a].sort_values(["key", "step"])[["key", "step", "value"]].to_numpy()
     vb = m[m["run_id"] == b].sort_values(["key", "step"])[["key", "step", "value"]].to_numpy()
-    assert len(va) == 12 * 26 and (va == vb).all()  # 26 keys, every one bit for bit
+    assert len(va) == 12 * 29 and (va == vb).all()  # 29 keys (5 probe cells × 3), every one bit for bit
 
 
 def test_nan_loss_is_logged_tagged_and_fails_the_run(store):
