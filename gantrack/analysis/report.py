@@ -167,18 +167,30 @@ def _law_sentence(g: pd.DataFrame) -> str:
         f"({simple:.2f}) misses by {pct(simple_err)}"
     )
     shift = have["predicted_link_shift_only"].median()
-    holds = (have["law_verdict"] == "holds").mean() > 0.5
+    holds = bool((have["law_verdict"] == "holds").all())
     if holds and np.isfinite(shift):
         ops = have["law_operating_points"].iloc[0] if "law_operating_points" in have else ""
         text += f"; the common shift alone (the spread held still within each quarter) gives {shift:.2f}, so " + (
-            "the common shift carries the link, and the gain at the average p̄ misses because the operating "
-            f"point moves across the run (D(G(z)) at the quarters' mean scores, first run: {ops})"
+            (
+                "the common shift carries the link, and the gain at the average p̄ misses because the operating "
+                f"point moves across the run (D(G(z)) at the quarters' mean scores, first run: {ops})"
+                if abs(simple_err) > 0.15
+                else "the common shift carries the link, and here the gain at the average p̄ is close"
+            )
             if abs(shift / have["predicted_link"].median() - 1) < 0.1
             else "changes of spread (which move d_fake and g the same way) matter beside the shift"
         )
-    elif not holds:
-        why = have.loc[have["law_verdict"] != "holds", "law_reason"].iloc[0]
-        text += f". The law does not hold here; first such run: {why}"
+    else:
+        verdicts = have["law_verdict"]
+        failed = have[verdicts == "fails"]
+        if len(failed):
+            text += f". The law fails in {len(failed)} of {len(have)} runs; first: {failed['law_reason'].iloc[0]}"
+        else:
+            open_ = have[verdicts != "holds"]
+            text += (
+                f". The law is not decided in {len(open_)} of {len(have)} runs (intervals too wide at ±15 %); "
+                f"first: {open_['law_reason'].iloc[0]}"
+            )
     return text + "."
 
 
