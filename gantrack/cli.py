@@ -93,6 +93,14 @@ def _study(args) -> int:
     )
     if seeds:
         kw["seeds"] = seeds
+    if args.set:
+        from .config import parse_set
+
+        kw["overrides"] = parse_set(args.set)
+    if args.arch:
+        if args.name != "chapter10":
+            raise GantrackError("--arch applies to the chapter10 study")
+        kw["archs"] = [a.strip() for a in args.arch.split(",") if a.strip()]
     rep = fn(**kw)
     _print_report(rep, args.tracking_uri, experiment)
     return 0
@@ -180,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     size = s.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="narrow models, minutes on a CPU (the default)")
     size.add_argument("--full", action="store_true", help="the book's model sizes (about 8 min per run on 2 cores)")
+    s.add_argument(
+        "--arch", help="chapter10: comma-separated model variants, bn (2019 book) and/or nobn (2021 tutorial)"
+    )
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of every run")
     s.add_argument("--experiment")
     s.add_argument("--out")
     s.add_argument("--workers", type=int, default=2, help="training processes (default 2)")
@@ -214,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process is ours: large tensors reuse heap memory (gantrack.allocator)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

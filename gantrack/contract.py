@@ -86,5 +86,6 @@ DATASETS = IMAGE_DATASETS + tuple(TOY_DATASETS)
 TAG_SCENARIO, TAG_LOSS, TAG_SEED = "gantrack.scenario", "gantrack.loss", "gantrack.seed"
 TAG_SCHEDULE, TAG_BN_IN_G = "gantrack.schedule", "gantrack.d_bn_in_g_step"
 TAG_ORDER = "gantrack.update_order"
+TAG_ARCH, TAG_PRECISION, TAG_DEVICE = "gantrack.arch", "gantrack.precision", "gantrack.device"
 TAG_KIND, TAG_FAILURE, TAG_HASH = "gantrack.kind", "gantrack.failure", "gantrack.config_hash"
 PER_SAMPLE_ARTIFACT = "probes/per_sample.npz"  # float32 raw D scores (logits for BCE), one array per cell

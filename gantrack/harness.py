@@ -35,6 +35,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import __version__, data, figures, models, tracking
 from . import contract as C
 from .config import PRESETS, Config, validate
+from .device import autocast, resolve_device
 from .errors import GantrackError, TrainingDiverged
 from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
@@ -86,18 +87,30 @@ class GAN:
     opt_d: torch.optim.Optimizer
     opt_g: torch.optim.Optimizer
     gen: torch.Generator  # the training random stream: real indices, latent points, GP mixing
-    real: torch.Tensor | None  # image dataset (N, 1, 28, 28), or None for toy samplers
+    real: torch.Tensor | None  # image dataset (N, 1, 28, 28) on the device, or None for toy samplers
+    device: torch.device
     d_before: nn.Module | None = None  # copy of D as it computed d_fake (probes only)
     cells: dict[str, torch.Tensor] | None = None  # last step's per-sample raw D scores per probe cell
     per_sample_state: dict | None = None  # per-sample probes restored from a checkpoint
 
+    # Random numbers come from the CPU stream and move to the device: same seed, same inputs everywhere.
     def sample_real(self, n: int) -> torch.Tensor:
         if self.real is not None:  # chapter 10 draws real samples with replacement
-            return self.real[torch.randint(0, len(self.real), (n,), generator=self.gen)]
-        return data.TOYS[self.cfg.dataset](n, self.gen)
+            return self.real[torch.randint(0, len(self.real), (n,), generator=self.gen).to(self.device)]
+        return data.TOYS[self.cfg.dataset](n, self.gen).to(self.device)
 
     def latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.cfg.latent_dim, generator=self.gen)
+        return torch.randn(n, self.cfg.latent_dim, generator=self.gen).to(self.device)
+
+    def d(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A discriminator's raw scores in the run's precision, returned as float32."""
+        with autocast(self.cfg.precision, self.device):
+            return model(x).float()
+
+    def g(self, z: torch.Tensor) -> torch.Tensor:
+        """The generator's output in the run's precision, returned as float32."""
+        with autocast(self.cfg.precision, self.device):
+            return self.G(z).float()
 
 
 def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -119,9 +132,14 @@ def build_gan(cfg: Config, real: torch.Tensor | None = None) -> GAN:
     """
     if real is None:
         real = _load_real(cfg)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global stream is left as it was
+    device = resolve_device(cfg.device)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation on the CPU, the same on every device
         torch.manual_seed(cfg.seed)
         D, G = models.build(cfg, 0 if cfg.model == "dcgan" else data.data_dim(cfg.dataset))
+    layout = torch.channels_last if cfg.model == "dcgan" and cfg.fast_path else torch.contiguous_format
+    D, G = D.to(device, memory_format=layout), G.to(device, memory_format=layout)
+    if real is not None:
+        real = real.to(device).contiguous(memory_format=layout)
     gan = GAN(
         cfg,
         family(cfg.loss, cfg.clip_eps),
@@ -131,6 +149,7 @@ def build_gan(cfg: Config, real: torch.Tensor | None = None) -> GAN:
         _optimizer(cfg, G.parameters()),
         torch.Generator().manual_seed(cfg.seed),
         real,
+        device,
     )
     if cfg.probes:
         gan.d_before = copy.deepcopy(D).requires_grad_(False)
@@ -159,28 +178,28 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
         z = gan.latent(half)
         with torch.no_grad():  # Keras G.predict: BatchNorm on moving statistics
             G.eval()
-            fake = G(z)
+            fake = gan.g(z)
             G.train()
         if cfg.schedule == "book":
-            out_real = fam.output(D(real))
+            out_real = fam.output(gan.d(D, real))
             d_real = fam.d_real(out_real).mean()
             m["grad/d_real_norm"] = _update(gan.opt_d, d_real, d_params, cfg.grad_norms)
             if gan.d_before is not None and last:
                 gan.d_before.load_state_dict(D.state_dict())
-            score_fake = D(fake)
+            score_fake = gan.d(D, fake)
             out_fake = fam.output(score_fake)
             d_fake = fam.d_fake(out_fake).mean()
             d_loss = d_fake
         else:  # joint: one update on real + fake, BatchNorm sees the mixed batch
             if gan.d_before is not None and last:
                 gan.d_before.load_state_dict(D.state_dict())
-            score = D(torch.cat([real, fake]))
+            score = gan.d(D, torch.cat([real, fake]))
             out = fam.output(score)
             out_real, out_fake, score_fake = out[:half], out[half:], score[half:]
             d_real, d_fake = fam.d_real(out_real).mean(), fam.d_fake(out_fake).mean()
             d_loss = 0.5 * (d_real + d_fake)  # mean over the combined batch, as Keras computes it
         if fam.gradient_penalty:
-            gp = gradient_penalty(D, real, fake, gan.gen)
+            gp = gradient_penalty(lambda x: gan.d(D, x), real, fake, gan.gen)
             d_loss = d_loss + cfg.gp_weight * gp
             m[C.GP_LOSS] = gp.detach()
         m["grad/d_norm"] = _update(gan.opt_d, d_loss, d_params, cfg.grad_norms)
@@ -188,9 +207,9 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
     # generator step: fresh latent batch, labels "real", D frozen
     z_gen = gan.latent(cfg.batch_size)
     D.requires_grad_(False)
-    x_gen = G(z_gen)
+    x_gen = gan.g(z_gen)
     with d_as_in_g_step(D, cfg):
-        score_gen = D(x_gen)
+        score_gen = gan.d(D, x_gen)
     out_gen = fam.output(score_gen)
     g = fam.g(out_gen).mean()
     m["grad/g_norm"] = _update(gan.opt_g, g, g_params, cfg.grad_norms)
@@ -215,15 +234,15 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
         x_gen = x_gen.detach()
         with torch.no_grad():  # the probe passes: no gradients, running statistics untouched (scratch)
             with d_as_in_g_step(D, cfg):
-                score_dbatch_after = D(fake)
+                score_dbatch_after = gan.d(D, fake)
             with d_as_in_g_step(gan.d_before, cfg):  # D before its update, in the G step's context
-                score_gbatch_before = gan.d_before(x_gen)
+                score_gbatch_before = gan.d(gan.d_before, x_gen)
                 if cfg.schedule == "book" and cfg.d_bn_in_g_step == "batch":
                     # D scored its fakes alone on their own batch statistics: that forward *is* the G
                     # step's context (same weights, same batch, same BatchNorm mode), so reuse it
                     score_dbatch_before_gctx = score_fake.detach()
                 else:  # a mixed real+fake batch, or moving statistics in the G step: a context of its own
-                    score_dbatch_before_gctx = gan.d_before(fake)
+                    score_dbatch_before_gctx = gan.d(gan.d_before, fake)
         gan.cells = {
             "dbatch_before": score_fake.detach(),
             "dbatch_before_gctx": score_dbatch_before_gctx,
@@ -274,7 +293,7 @@ class _Samples:
     def save(self, gan: GAN, step: int, folder: Path) -> Path:
         with torch.no_grad():
             gan.G.eval()
-            x = gan.G(self.z).numpy()
+            x = gan.g(self.z.to(gan.device)).cpu().numpy()
             gan.G.train()
         path = folder / f"samples_step{step:06d}.png"
         if self.reference is None:
@@ -318,7 +337,9 @@ def train(
         "gantrack.dataset": cfg.dataset,
         "gantrack.seed": str(cfg.seed),
         "gantrack.version": __version__,
-        "gantrack.arch": cfg.arch,
+        C.TAG_ARCH: cfg.arch,
+        C.TAG_PRECISION: cfg.precision,
+        C.TAG_DEVICE: str(resolve_device(cfg.device)),
         "gantrack.schedule": cfg.schedule,
         "gantrack.d_bn_in_g_step": cfg.d_bn_in_g_step,
         C.TAG_ORDER: "d-first",
@@ -378,7 +399,7 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
 
     def setup():
         gan = build_gan(cfg, real)
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         gan.D.load_state_dict(state["D"])
         gan.G.load_state_dict(state["G"])
         gan.opt_d.load_state_dict(state["opt_d"])

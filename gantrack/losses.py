@@ -130,12 +130,13 @@ def family(name: str, eps: float = 1e-7) -> LossFamily:
     raise GantrackError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_FAMILIES)}")
 
 
-def gradient_penalty(
-    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
-) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x c(x_hat)||_2 - 1)^2] on random interpolates."""
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x c(x_hat)||_2 - 1)^2] on random interpolates.
+
+    ``critic``: callable from a batch to raw scores; ``gen``: the CPU stream the mixing weights come from.
+    """
     n = min(len(real), len(fake))
-    alpha = torch.rand((n,) + (1,) * (real.dim() - 1), generator=gen)
+    alpha = torch.rand((n,) + (1,) * (real.dim() - 1), generator=gen).to(real.device)
     x_hat = (alpha * real[:n] + (1 - alpha) * fake[:n]).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import contract as C
-from .config import preset
+from .config import ARCHS, apply_overrides, preset
 from .contract import LOSS_FAMILIES
 from .errors import GantrackError
 from .sweep import run_configs
@@ -43,11 +43,13 @@ def tutorial_checks(runset) -> pd.DataFrame:
         wide.columns = wide.columns.astype(str)
         late = _late(wide)
         seed = run.get("tags.gantrack.seed")
+        arch = run.get(f"tags.{C.TAG_ARCH}")
 
-        def add(stat, says, value, ok, scenario=scenario, seed=seed):  # bound now: called within this iteration
+        def add(stat, says, value, ok, scenario=scenario, seed=seed, arch=arch):  # bound now: used in this iteration
             rows.append(
                 {
                     "scenario": scenario,
+                    "arch": arch if isinstance(arch, str) else "",
                     "seed": seed,
                     "statistic": stat,
                     "tutorial": says,
@@ -113,10 +115,10 @@ def _checks_markdown(checks: pd.DataFrame) -> str:
         return "No chapter-10 scenario runs in this experiment."
     t = checks.copy()
     t["agrees"] = t["agrees"].map({True: "yes", False: "**no**", None: "—"})
-    lines = ["| scenario | seed | statistic | tutorial | measured | agrees |", "|---|---|---|---|---|---|"]
+    lines = ["| scenario | arch | seed | statistic | tutorial | measured | agrees |", "|---|---|---|---|---|---|---|"]
     lines += [
-        f"| {r.scenario} | {r.seed} | {r.statistic} | {r.tutorial} | {r.measured} | {r.agrees} |"
-        for r in t.itertuples()
+        f"| {r.scenario} | {r.arch} | {r.seed} | {r.statistic} | {r.tutorial} | {r.measured} | {r.agrees} |"
+        for r in t.sort_values(["scenario", "arch", "seed"], kind="stable").itertuples()
     ]
     n_ok = int((checks["agrees"] == True).sum())  # noqa: E712
     n_all = int(checks["agrees"].notna().sum())
@@ -131,15 +133,26 @@ def chapter10(
     out_dir: str | Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    archs=("bn",),
+    overrides: dict | None = None,
 ):
-    """Train (or reuse) the chapter-10 scenarios over ``seeds`` and write the comparative report."""
+    """Train (or reuse) the chapter-10 scenarios over ``seeds`` and model variants ``archs`` ("bn": the
+    2019 book's BatchNorm listing, "nobn": the 2021 tutorial's) and write the comparative report.
+    ``overrides``: config fields set on every run (``precision``, ``device``, ...)."""
     from .analysis import load_runs
     from .analysis.report import build_report
 
     if not seeds:
         raise GantrackError("chapter10 needs at least one seed")
+    bad = [a for a in archs if a not in ARCHS]
+    if bad or not archs:
+        raise GantrackError(f"unknown arch {', '.join(bad) or '(none)'}; choose from: {', '.join(ARCHS)}")
     configs = [
-        preset(s).replace(experiment=experiment, seed=int(seed), **(QUICK if quick else {}))
+        apply_overrides(
+            preset(s).replace(experiment=experiment, seed=int(seed), arch=arch, **(QUICK if quick else {})),
+            overrides or {},
+        )
+        for arch in archs
         for s in CHAPTER10
         for seed in seeds
     ]
@@ -164,19 +177,20 @@ def loss_families(
     out_dir: str | Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    overrides: dict | None = None,
 ):
-    """The stable setup under all five loss families (WGAN-GP with 5 critic steps, lr 1e-4, β1 0)."""
+    """The stable setup under all five loss families (WGAN-GP with 5 critic steps, lr 1e-4, β1 0);
+    ``overrides``: config fields set on every run."""
     from .analysis.report import build_report
 
     configs = []
     for fam in FAMILIES:
         extra = dict(n_critic=5, lr=1e-4, beta1=0.0, beta2=0.9) if fam == "wgan-gp" else {}
         for seed in seeds:
-            configs.append(
-                preset("stable").replace(
-                    experiment=experiment, loss=fam, seed=int(seed), **(QUICK if quick else {}), **extra
-                )
+            base = preset("stable").replace(
+                experiment=experiment, loss=fam, seed=int(seed), **(QUICK if quick else {}), **extra
             )
+            configs.append(apply_overrides(base, overrides or {}))
     run_configs(configs, tracking_uri, workers, progress)
     return build_report(experiment, tracking_uri, out_dir, progress=progress)
 

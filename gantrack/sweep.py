@@ -85,10 +85,14 @@ def _worker_terminated(signum, frame):
 
 
 def _worker_init() -> None:
-    """In each worker: SIGTERM ends the run KILLED through train's clean-up, not mid-write."""
+    """In each worker: SIGTERM ends the run KILLED through train's clean-up, not mid-write; freed memory is
+    reused (``allocator.keep_freed_memory``: the worker is gantrack's own process)."""
     import signal
 
+    from .allocator import keep_freed_memory
+
     signal.signal(signal.SIGTERM, _worker_terminated)
+    keep_freed_memory()
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

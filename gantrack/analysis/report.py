@@ -53,6 +53,10 @@ def figure_path(folder: Path, run_id: str) -> Path:
 
 def _label(row) -> str:
     parts = [str(row.get(c)) for c in ("scenario", "loss") if isinstance(row.get(c), str)]
+    # the model variant and precision only where they differ from the book's (older runs lack the tags)
+    parts += [
+        v for c, book in (("arch", "bn"), ("precision", "fp32")) if isinstance(v := row.get(c), str) and v != book
+    ]
     seed = row.get("seed")
     return "/".join(parts) + (f"/s{seed}" if isinstance(seed, str) else "") or str(row["run_id"])[:8]
 
@@ -275,6 +279,8 @@ def build_report(
             f"tags.{C.TAG_LOSS}": "loss",
             f"tags.{C.TAG_SEED}": "seed",
             f"tags.{C.TAG_SCHEDULE}": "schedule",
+            f"tags.{C.TAG_ARCH}": "arch",
+            f"tags.{C.TAG_PRECISION}": "precision",
         }
     )
     summaries, factors, jobs, wides = [], [], [], {}
