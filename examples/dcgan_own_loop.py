@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from gantrack.data import image_dataset
+from gantrack.device import resolve_device
 from gantrack.loop import LoopProbes  # gantrack
 
 
@@ -55,11 +56,14 @@ def main(argv=None) -> str:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-probes", action="store_true", help="the plain example, nothing logged")
+    ap.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     opt = ap.parse_args(argv)
+    device = resolve_device(opt.device)  # the probes follow the models onto their device
     torch.manual_seed(opt.seed)
     nz, ngf, ndf = 32, 16, 16
-    data = image_dataset("mnist-eights")
+    data = image_dataset("mnist-eights").to(device)
     netG, netD = build(nz, ngf, ndf)
+    netG, netD = netG.to(device), netD.to(device)
     criterion = nn.BCELoss()
     optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -73,21 +77,21 @@ def main(argv=None) -> str:
         experiment=opt.experiment,
         tracking_uri=opt.tracking_uri,
         run_name="pytorch-dcgan",  # gantrack
-        params=vars(opt),
+        params={**vars(opt), "device": str(device)},
         enabled=not opt.no_probes,
     )  # gantrack
     with probes:  # gantrack
         t0 = time.perf_counter()
         for i in range(opt.steps):
-            real = data[torch.randint(0, len(data), (opt.batch_size,))]
+            real = data[torch.randint(0, len(data), (opt.batch_size,)).to(device)]
             # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
             netD.zero_grad()
-            label = torch.full((opt.batch_size,), real_label)
+            label = torch.full((opt.batch_size,), real_label, device=device)
             output_real = netD(real).view(-1)
             errD_real = criterion(output_real, label)
             errD_real.backward()
             D_x = output_real.mean().item()
-            noise = torch.randn(opt.batch_size, nz, 1, 1)
+            noise = torch.randn(opt.batch_size, nz, 1, 1).to(device)
             fake = netG(noise)
             label.fill_(fake_label)
             output = netD(fake.detach()).view(-1)

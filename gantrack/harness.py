@@ -103,14 +103,19 @@ class GAN:
         return torch.randn(n, self.cfg.latent_dim, generator=self.gen).to(self.device)
 
     def d(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """A discriminator's raw scores in the run's precision, returned as float32."""
+        """A discriminator's raw scores in the run's precision, returned in the parameters' (float32)."""
         with autocast(self.cfg.precision, self.device):
-            return model(x).float()
+            return _full(model(x))
 
     def g(self, z: torch.Tensor) -> torch.Tensor:
-        """The generator's output in the run's precision, returned as float32."""
+        """The generator's output in the run's precision, returned in the parameters' (float32)."""
         with autocast(self.cfg.precision, self.device):
-            return self.G(z).float()
+            return _full(self.G(z))
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Autocast's bfloat16 outputs back to float32: losses, probes and per-sample scores stay float32."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:

@@ -76,6 +76,10 @@ class LoopProbes:
     ``per_sample``: keep every cell's per-sample scores as the run artifact. ``enabled=False`` turns
     every call into a no-op (no run, no forward passes): one flag to train with or without probes.
     The MLflow run is created by ``start()`` (or ``with``) in ``experiment`` of ``tracking_uri``.
+
+    Devices and precision follow your loop: the probe passes run D on the device its parameters are on,
+    inside whatever autocast context you call ``d_step``/``g_step``/``end_step`` from (call them where
+    your forward passes run, and the probes see D in your precision); every score is kept as float32.
     """
 
     def __init__(

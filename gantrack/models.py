@@ -105,7 +105,7 @@ class DCGANDiscriminator(nn.Module):
         # the logit in float32 even under bfloat16 autocast: bf16 keeps ~3 significant digits, so a logit
         # near -9 (D(G(z)) ~ 1e-4, where g = -log D(G(z)) is steepest) would move p by ~3 %
         with torch.autocast(h.device.type, enabled=False):
-            return self.head(h.float()).squeeze(1)
+            return self.head(h.to(self.head.weight.dtype)).squeeze(1)
 
 
 class DCGANGenerator(nn.Module):
