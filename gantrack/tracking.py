@@ -40,6 +40,23 @@ def default_tracking_uri() -> str:
     return "sqlite:///" + str(Path.cwd() / "mlflow.db")
 
 
+def redact(uri: str) -> str:
+    """``uri`` with any password in it replaced by ``***`` (for messages, tags and logs)."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = urllib.parse.quote(parts.username or "", safe="")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     uri = uri or default_tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -59,6 +76,8 @@ def check_reachable(uri: str) -> None:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
         except requests.RequestException as e:
             raise GantrackError(f"tracking server {uri} is unreachable: {type(e).__name__}") from None
+    elif uri.split(":", 1)[0].split("+", 1)[0] == "postgresql":
+        check_postgres(uri)
     elif uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
@@ -71,6 +90,29 @@ def check_reachable(uri: str) -> None:
         )
 
 
+def check_postgres(uri: str, timeout: int = 5) -> None:
+    """Connect once, quickly: MLflow's own store retries a failed connection with back-off for about
+    two minutes, logging each attempt; a wrong password or a missing database should be one line now."""
+    dsn = "postgresql://" + uri.split("://", 1)[1]
+    try:
+        import psycopg as driver  # noqa: I001  (either driver will do: the test extra has psycopg 3)
+    except ImportError:
+        try:
+            import psycopg2 as driver
+        except ImportError:
+            raise GantrackError(
+                "PostgreSQL stores need a driver: pip install 'gantrack[postgres]' (psycopg2-binary)"
+            ) from None
+    try:
+        driver.connect(dsn, connect_timeout=timeout).close()
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        reason = lines[0] if lines else type(e).__name__
+        if "failed:" in reason:  # libpq: 'connection to server at "h", port p failed: FATAL:  ...'
+            reason = reason.split("failed:", 1)[1].strip()
+        raise GantrackError(f"database {redact(uri)}: {reason[:300]}") from None
+
+
 def client(uri: str):
     """An ``MlflowClient`` for ``uri`` (already resolved); store errors become ``GantrackError``."""
     from mlflow.tracking import MlflowClient
@@ -78,7 +120,7 @@ def client(uri: str):
     try:
         return MlflowClient(tracking_uri=uri)
     except Exception as e:  # MLflow raises many types for a bad store URI
-        raise GantrackError(f"cannot open tracking store {uri}: {str(e).splitlines()[0]}") from None
+        raise GantrackError(f"cannot open tracking store {redact(uri)}: {str(e).splitlines()[0]}") from None
 
 
 def get_or_create_experiment(mlclient, name: str) -> str:

@@ -3,10 +3,17 @@
 ``load_runs`` lists runs with MLflow's own ``search_runs`` (so filters mean what they mean
 in MLflow) and reads metric histories by the fastest path the store allows:
 
-- ``"sql"``: sqlite / PostgreSQL / MySQL stores: one parameterised, read-only query per run over
-  MLflow's ``metrics`` table (sqlite through the ADBC driver into Arrow, opened with ``mode=ro``);
-- ``"rest"``: an ``mlflow server``: the REST ``metrics/get-history`` endpoint, paged, with
-  requests in parallel (the ajax "bulk" endpoints truncate or downsample, so they are not used);
+- ``"sql"``: sqlite / PostgreSQL / MySQL stores, read directly: sqlite through the ADBC driver
+  into Arrow (opened ``mode=ro``, one query per run); PostgreSQL through the ADBC PostgreSQL driver
+  (extra ``gantrack[postgres]``; one query per 50 runs, Arrow all the way); others through
+  SQLAlchemy. Direct reads bypass an ``mlflow server``'s permissions: use your own read-only database
+  role (``postgresql://reader:...@host/db``), never the server's;
+- ``"rest"``: an ``mlflow server``: the REST ``metrics/get-history`` endpoint, paged, always with
+  ``max_results``, through MLflow's own request helpers — so every credential and TLS setting MLflow
+  honours applies (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``,
+  ``MLFLOW_TRACKING_INSECURE_TLS``, client and server certificates) — with requests in parallel on a
+  thread pool no larger than MLflow's HTTP connection pool (``MLFLOW_HTTP_POOL_MAXSIZE``, default 10;
+  the ajax "bulk" endpoints truncate or downsample, so they are not used);
 - ``"client"``: ``MlflowClient.get_metric_history`` per (run, key): the slow reference path
   the tests compare the others against.
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.parse
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +45,13 @@ from pandas.api.types import union_categoricals
 
 from .. import keymaps
 from ..errors import GantrackError
+from ..tracking import check_postgres, redact, resolve_tracking_uri, scoped_env
 from ..tracking import client as make_client
-from ..tracking import resolve_tracking_uri, scoped_env
 
 METRIC_COLUMNS = ["run_id", "key", "step", "timestamp", "value"]
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+REST_PAGE = 25000  # max_results per get-history request (the server's own cap is 25,000)
 
 
 @dataclass
@@ -276,6 +285,67 @@ def _read_sqlite(uri: str, run_ids: list[str], workers: int = 0) -> list[pd.Data
     return parts
 
 
+_RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+
+
+def _libpq_uri(uri: str) -> str:
+    """A SQLAlchemy PostgreSQL URI (``postgresql+psycopg2://...``) as libpq reads it (``postgresql://...``)."""
+    scheme, rest = uri.split("://", 1)
+    return "postgresql://" + rest
+
+
+def _read_postgres(uri: str, run_ids: list[str]) -> list[pd.DataFrame]:
+    """All the runs' metrics in one query through the ADBC PostgreSQL driver: rows arrive as Arrow
+    columns (libpq's binary COPY), so no Python object is made per row."""
+    try:
+        import adbc_driver_postgresql.dbapi as adbc
+    except ImportError:
+        return _read_sqlalchemy(uri, {r: [] for r in run_ids})  # psycopg2 through SQLAlchemy: slower
+    bad = [r for r in run_ids if not _RUN_ID.match(r)]
+    if bad:
+        raise GantrackError(f"not an MLflow run id: {bad[0]!r}")
+    ids = ",".join(f"'{r}'" for r in run_ids)  # checked above: letters, digits, '-' and '_' only
+    query = (
+        f"SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid IN ({ids}) ORDER BY run_uuid"
+    )
+    try:
+        with adbc.connect(_libpq_uri(uri)) as con, con.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(query)
+            table = cur.fetch_arrow_table()
+    except Exception as e:  # the driver's errors carry libpq's message: wrong password, no such role...
+        raise GantrackError(f"cannot read metrics from {redact(uri)}: {_first_line(e)}") from None
+    run_col = table.column(0).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, run_col[1:] != run_col[:-1]]) if len(run_col) else np.zeros(0, int)
+    bounds = dict(zip(run_col[starts], zip(starts, np.r_[starts[1:], len(run_col)]))) if len(run_col) else {}
+    parts = []
+    for run_id in run_ids:
+        if run_id not in bounds:
+            parts.append(_part(run_id, [], np.zeros(0, np.int32), [], [], []))
+            continue
+        a, b = bounds[run_id]
+        t = table.slice(a, b - a)
+        key = t.column(1).combine_chunks().dictionary_encode()
+        value = t.column(4).to_numpy().astype(np.float64, copy=True)
+        value[t.column(5).to_numpy(zero_copy_only=False).astype(bool)] = np.nan  # as MLflow's entities do
+        parts.append(
+            _part(
+                run_id,
+                key.dictionary.to_pylist(),
+                key.indices.to_numpy(),
+                t.column(2).to_numpy(),
+                t.column(3).to_numpy(),
+                value,
+            )
+        )
+    return parts
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
 def _read_sqlalchemy(uri: str, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
     import sqlalchemy as sa
 
@@ -309,25 +379,34 @@ def _series_parts(series: dict[str, dict[str, list[tuple[int, int, float]]]]) ->
 
 
 def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> list[pd.DataFrame]:
-    """REST ``metrics/get-history`` per (run, key), paged, ``workers`` requests in flight."""
-    import requests
+    """REST ``metrics/get-history`` per (run, key), paged, through MLflow's ``http_request``."""
+    from mlflow.environment_variables import MLFLOW_HTTP_POOL_MAXSIZE
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
 
-    session = requests.Session()
-    url = uri.rstrip("/") + "/api/2.0/mlflow/metrics/get-history"
+    creds = get_default_host_creds(uri)  # token, username/password, TLS: as MLflow's own client
+    workers = max(1, min(workers, MLFLOW_HTTP_POOL_MAXSIZE.get()))  # every thread gets a pooled connection
+    endpoint = "/api/2.0/mlflow/metrics/get-history"
 
     def fetch(item):
         run_id, key = item
         out, token = [], None
         while True:
-            params = {"run_id": run_id, "metric_key": key, "max_results": 25000}
+            params = {"run_id": run_id, "metric_key": key, "max_results": REST_PAGE}
             if token:
                 params["page_token"] = token
             try:
-                r = session.get(url, params=params, timeout=60)
-            except requests.RequestException as e:
-                raise GantrackError(f"{uri} is unreachable: {type(e).__name__}") from None
+                r = http_request(creds, endpoint, "GET", params=params, timeout=60, raise_on_status=False)
+            except MlflowException as e:
+                raise GantrackError(f"{redact(uri)} is unreachable: {str(e).splitlines()[0][:200]}") from None
+            if r.status_code in (401, 403):
+                raise GantrackError(
+                    f"{redact(uri)}: HTTP {r.status_code}, not allowed to read run {run_id} "
+                    "(set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
+                )
             if r.status_code != 200:
-                raise GantrackError(f"{url}: HTTP {r.status_code} for run {run_id} key {key}")
+                raise GantrackError(f"{redact(uri)}: HTTP {r.status_code} reading run {run_id} key {key}")
             body = r.json()
             # protobuf JSON writes NaN and ±Infinity as strings: float() reads them
             out.extend(
@@ -448,6 +527,8 @@ def load_runs(
         raise GantrackError(f"method 'rest' needs an http(s) tracking URI, got {uri}")
     if _scheme(uri) == "sqlite" and not Path(uri[len("sqlite:///") :]).is_file():
         raise GantrackError(f"no MLflow database at {uri[len('sqlite:///') :]}")
+    if _scheme(uri) == "postgresql":
+        check_postgres(uri)  # one line now, not MLflow's two minutes of retries
     mlclient = make_client(uri)
     try:
         if run_ids is not None:
@@ -466,7 +547,7 @@ def load_runs(
     except GantrackError:
         raise
     except Exception as e:
-        raise GantrackError(f"cannot list runs in {uri}: {str(e).splitlines()[0]}") from None
+        raise GantrackError(f"cannot list runs in {redact(uri)}: {_first_line(e)}") from None
 
     wanted = None if keys is None else set(keys)
     renames = keymaps.check(key_map, {r.info.run_id: set(r.data.metrics) for r in runs}) if key_map else {}
@@ -485,7 +566,12 @@ def load_runs(
     for i in range(0, len(ids), chunk):
         run_keys = {rid: sorted(todo[rid][0].data.metrics) for rid in ids[i : i + chunk]}
         if method == "sql":
-            parts = _read_sqlite(uri, list(run_keys)) if _scheme(uri) == "sqlite" else _read_sqlalchemy(uri, run_keys)
+            if _scheme(uri) == "sqlite":
+                parts = _read_sqlite(uri, list(run_keys))
+            elif _scheme(uri) == "postgresql":
+                parts = _read_postgres(uri, list(run_keys))
+            else:
+                parts = _read_sqlalchemy(uri, run_keys)
         elif method == "rest":
             parts = _read_rest(uri, run_keys)
         else:
