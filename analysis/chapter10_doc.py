@@ -104,7 +104,8 @@ def stable_last_step(rs, runs) -> str:
 def explanation_table(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     s = summary.merge(runs[["run_id", "arch"]], on="run_id")
     lines = [
-        "| scenario | arch | seed | std(g)/std(d_fake) [CI] | link | context | timing | sampling | law: link error [CI] |",
+        "| scenario | arch | seed | std(g)/std(d_fake) [CI] | link | context | timing | sampling "
+        "| law: link error [CI] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s.sort_values(["scenario", "arch", "seed"]).itertuples():
@@ -113,9 +114,10 @@ def explanation_table(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
             v = getattr(r, name)
             return "—" if not np.isfinite(v) else f"{v:.2f}"
 
+        err = (100 * r.link_error, 100 * r.link_error_lo, 100 * r.link_error_hi)
         law = (
-            f"{100 * r.link_error:+.0f} % [{100 * r.link_error_lo:+.0f}, {100 * r.link_error_hi:+.0f}] ({r.law_verdict})"
-            if np.isfinite(r.link_error)
+            f"{err[0]:+.0f} % [{err[1]:+.0f}, {err[2]:+.0f}] ({r.law_verdict})"
+            if np.isfinite(err[0])
             else r.law_verdict
         )
         lines.append(
