@@ -116,8 +116,18 @@ def _sweep(args) -> int:
     if args.experiment:
         overrides["experiment"] = args.experiment
     base = config_mod.resolve(args.preset, None, overrides, file_values=file_values)
+    shared = None
+    if args.storage:
+        shared = dict(workers=args.workers, heartbeat=args.heartbeat, grace=args.grace or 4 * args.heartbeat)
     out = sweep(
-        base, grid, tracking_uri=args.tracking_uri, workers=args.workers, name=args.name, progress=not args.quiet
+        base,
+        grid,
+        tracking_uri=args.tracking_uri,
+        workers=args.workers,
+        name=args.name,
+        progress=not args.quiet,
+        storage=args.storage,
+        shared=shared,
     )
     print(f"sweep {out['parent']}: {len(out['runs'])} finished, {out['failed']} failed")
     return 1 if out["failed"] else 0
@@ -206,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base config field")
     w.add_argument("--experiment")
     w.add_argument("--name", help="parent run name")
-    w.add_argument("--workers", type=int, default=2)
+    w.add_argument("--workers", type=int, default=2, help="training processes on this machine")
+    w.add_argument(
+        "--storage",
+        help="an Optuna database (postgresql://user:pw@host/db) shared by every machine that runs this same sweep",
+    )
+    w.add_argument("--heartbeat", type=float, default=30.0, help="with --storage: seconds between a trial's heartbeats")
+    w.add_argument("--grace", type=float, help="with --storage: seconds of silence before a trial is retried elsewhere")
     w.add_argument("--tracking-uri")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)

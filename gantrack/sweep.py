@@ -115,6 +115,24 @@ def _work(kind: str, cfg: Config, uri: str, run_id: str | None, parent: str | No
     return train(cfg, tracking_uri=uri, quiet=True, parent_run_id=parent)
 
 
+def plan(mlclient, cfg: Config) -> tuple[str, str | None]:
+    """What to do for ``cfg`` in its experiment: ("reuse", FINISHED run), ("resume", an unfinished run
+    that left a checkpoint) or ("train", None)."""
+    from .harness import checkpoint_path
+
+    exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # creates the DB once, up front
+    found = tracking.retry(
+        mlclient.search_runs, [exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}'", max_results=100
+    )
+    done = [r for r in found if r.info.status == "FINISHED"]
+    if done:
+        return "reuse", done[0].info.run_id
+    resumable = [r for r in found if r.info.status != "FINISHED" and checkpoint_path(cfg, r.info.run_id).is_file()]
+    if resumable:
+        return "resume", resumable[0].info.run_id
+    return "train", None
+
+
 def run_configs(
     configs: list[Config],
     tracking_uri: str | None = None,
@@ -126,8 +144,6 @@ def run_configs(
     (failed runs are left out and reported)."""
     from tqdm import tqdm
 
-    from .harness import checkpoint_path
-
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri)
     mlclient = tracking.client(uri)
@@ -135,19 +151,10 @@ def run_configs(
     todo = []
     for cfg in configs:
         cfg = validate(cfg)
-        exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # creates the DB once, up front
-        found = tracking.retry(
-            mlclient.search_runs, [exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}'", max_results=100
-        )
-        done = [r for r in found if r.info.status == "FINISHED"]
-        ids.append(done[0].info.run_id if done else None)
-        if done:
-            continue
-        resumable = [r for r in found if r.info.status != "FINISHED" and checkpoint_path(cfg, r.info.run_id).is_file()]
-        if resumable:
-            todo.append((len(ids) - 1, "resume", cfg, resumable[0].info.run_id))
-        else:
-            todo.append((len(ids) - 1, "train", cfg, None))
+        kind, run_id = plan(mlclient, cfg)
+        ids.append(run_id if kind == "reuse" else None)
+        if kind != "reuse":
+            todo.append((len(ids) - 1, kind, cfg, run_id))
     if progress and len(configs) > len(todo):
         print(
             f"reusing {len(configs) - len(todo)} finished run(s); "
@@ -192,6 +199,32 @@ def run_configs(
     return [i for i in ids if i is not None]
 
 
+def sweep_key(base: Config, grid: dict[str, list[Any]]) -> str:
+    """A sweep's identity: its grid and base config (the same command on any machine gives the same key)."""
+    text = json.dumps({"grid": grid, "base": base.config_hash()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parent_run(mlclient, exp_id: str, key: str, label: str, grid: dict, n_runs: int) -> str:
+    """The sweep's parent run: the one already tagged with ``key`` (set RUNNING again) or a new one."""
+    existing = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.sweep_key` = '{key}'", max_results=1)
+    if existing:
+        parent = existing[0].info.run_id
+        tracking.retry(mlclient.update_run, parent, status="RUNNING")
+        return parent
+    return tracking.retry(
+        mlclient.create_run,
+        exp_id,
+        run_name=label,
+        tags={
+            "gantrack.kind": "sweep",
+            "gantrack.sweep_key": key,
+            "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
+            f"({n_runs} runs)",
+        },
+    ).info.run_id
+
+
 def sweep(
     base: Config,
     grid: dict[str, list[Any]],
@@ -199,8 +232,15 @@ def sweep(
     workers: int = 2,
     name: str | None = None,
     progress: bool = True,
+    storage: str | None = None,
+    shared: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the grid under a parent run; returns {"parent": run id, "runs": [...], "failed": n}."""
+    """Train the grid under a parent run; returns {"parent": run id, "runs": [...], "failed": n}.
+
+    ``storage``: an Optuna RDB URL (``postgresql://...``): the sweep is shared by every process on any
+    machine that runs the same sweep with the same storage (``gantrack.shared_sweep``; ``shared``: its
+    options). Without it, ``workers`` local processes train the grid (the embedded default).
+    """
     if base.checkpoint_every == 0:
         base = base.replace(checkpoint_every=CHECKPOINT_EVERY)
     configs = expand_grid(base, grid)
@@ -209,25 +249,12 @@ def sweep(
     mlclient = tracking.client(uri)
     exp_id = tracking.get_or_create_experiment(mlclient, base.experiment)
     label = name or ("sweep-" + "-".join(sorted(grid)) if grid else "sweep")
-    key = hashlib.sha256(
-        json.dumps({"grid": grid, "base": base.config_hash()}, sort_keys=True, default=str).encode()
-    ).hexdigest()[:16]
-    existing = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.sweep_key` = '{key}'", max_results=1)
-    if existing:
-        parent = existing[0].info.run_id
-        tracking.retry(mlclient.update_run, parent, status="RUNNING")
-    else:
-        parent = tracking.retry(
-            mlclient.create_run,
-            exp_id,
-            run_name=label,
-            tags={
-                "gantrack.kind": "sweep",
-                "gantrack.sweep_key": key,
-                "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
-                f"({len(configs)} runs)",
-            },
-        ).info.run_id
+    key = sweep_key(base, grid)
+    if storage:
+        from .shared_sweep import shared_sweep
+
+        return shared_sweep(configs, grid, storage, uri, key, label, progress=progress, **(shared or {}))
+    parent = parent_run(mlclient, exp_id, key, label, grid, len(configs))
     t0 = time.time()
     try:
         ids = run_configs(configs, uri, workers, progress, parent_run_id=parent)

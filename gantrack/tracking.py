@@ -128,14 +128,17 @@ def get_or_create_experiment(mlclient, name: str) -> str:
     try:
         exp = mlclient.get_experiment_by_name(name)
         if exp is None:
-            exp_id = mlclient.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-        else:
-            exp_id = exp.experiment_id
-            if exp.lifecycle_stage == "deleted":
-                raise GantrackError(f"experiment {name!r} is deleted; restore it or pick another name")
-            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-                mlclient.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        return exp_id
+            try:
+                return mlclient.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception as e:  # another machine created it between our lookup and create: use theirs
+                exp = mlclient.get_experiment_by_name(name)
+                if exp is None:
+                    raise e from None
+        if exp.lifecycle_stage == "deleted":
+            raise GantrackError(f"experiment {name!r} is deleted; restore it or pick another name")
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            mlclient.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
     except GantrackError:
         raise
     except Exception as e:
