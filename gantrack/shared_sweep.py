@@ -43,12 +43,23 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from sqlalchemy.exc import OperationalError
+
+    class ResilientRDBStorage(RDBStorage):
+        """Optuna's heartbeat thread dies at its first failed write, and a trial whose heartbeats stop is
+        retried elsewhere while it still trains; a beat missed while the database restarts is skipped."""
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                super().record_heartbeat(trial_id)
+            except OperationalError as e:
+                logging.getLogger("gantrack").warning("heartbeat not recorded (%s); next beat retries", _first_line(e))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats and stale-trial retries are marked experimental in Optuna 4-5: the behaviour is what we rely on
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return RDBStorage(
+        return ResilientRDBStorage(
             url,
             heartbeat_interval=int(max(1, heartbeat)),
             grace_period=int(max(2, grace)),

@@ -75,7 +75,8 @@ def check_reachable(uri: str) -> None:
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
         except requests.RequestException as e:
-            raise GantrackError(f"tracking server {uri} is unreachable: {type(e).__name__}") from None
+            raise GantrackError(f"tracking server {redact(uri)} is unreachable: {type(e).__name__}") from None
+        check_server_store(uri)
     elif uri.split(":", 1)[0].split("+", 1)[0] == "postgresql":
         check_postgres(uri)
     elif uri.startswith("sqlite:///"):
@@ -87,6 +88,37 @@ def check_reachable(uri: str) -> None:
     elif "://" not in uri and not uri.startswith("file:"):
         raise GantrackError(
             f"tracking URI {uri!r} is not a URI (try sqlite:///path/mlflow.db or http://127.0.0.1:5000)"
+        )
+
+
+def check_server_store(uri: str) -> None:
+    """One cheap request that needs the server's database, with MLflow's credentials: ``/health``
+    answers while the database behind the server is down, and MLflow's client would retry a 5xx for
+    minutes."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        r = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/search",
+            "GET",
+            params={"max_results": 1},
+            max_retries=0,
+            timeout=30,
+            raise_on_status=False,
+        )
+    except Exception as e:
+        raise GantrackError(f"tracking server {redact(uri)} is unreachable: {type(e).__name__}") from None
+    if r.status_code in (401, 403):
+        raise GantrackError(
+            f"tracking server {redact(uri)}: HTTP {r.status_code}, not allowed "
+            "(set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
+        )
+    if r.status_code >= 500:
+        raise GantrackError(
+            f"tracking server {redact(uri)} is up but cannot reach its database (HTTP {r.status_code} "
+            "on a search); check the database behind the server"
         )
 
 

@@ -31,11 +31,9 @@ def server_command(uri: str, port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        "--backend-store-uri",
-        uri,
         "--workers",
         "1",
-    ]
+    ]  # the store URI goes through the environment (MLFLOW_BACKEND_STORE_URI): no password on the process list
     if uri.startswith("sqlite:"):  # new experiments made in the UI keep artifacts beside the database
         cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()]
     return cmd
@@ -62,6 +60,7 @@ def start(uri: str | None = None, port: int = 5000, timeout: float = 90.0) -> tu
         raise GantrackError(f"{uri} is already a server: open it in a browser")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise GantrackError(f"no MLflow database at {uri[len('sqlite:///') :]} (train something first)")
+    tracking.check_reachable(uri)  # a PostgreSQL store: a wrong password is one line now, not a dead server later
     url = f"http://127.0.0.1:{port}"
     try:
         requests.get(url + "/health", timeout=1)
@@ -69,7 +68,13 @@ def start(uri: str | None = None, port: int = 5000, timeout: float = 90.0) -> tu
     except requests.RequestException:
         pass
     log = tempfile.TemporaryFile(prefix="gantrack-ui-")
-    proc = subprocess.Popen(server_command(uri, port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        server_command(uri, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_BACKEND_STORE_URI": uri},
+    )
     proc.gantrack_log = log
     try:
         deadline = time.time() + timeout

@@ -83,3 +83,45 @@ def test_bad_storage_urls_are_one_line_errors(postgres, pg_server, tmp_path):
     client = MlflowClient(pg_server.url)
     exp = client.get_experiment_by_name("bad")
     assert exp is None or not client.search_runs([exp.experiment_id])  # refused before any run, parent included
+
+
+def test_database_restart_mid_sweep_loses_nothing(postgres, pg_server, tmp_path):
+    """PostgreSQL (tracking server's store and Optuna's storage alike) stops mid-run and comes back."""
+    postgres.sql("CREATE DATABASE optuna_b OWNER mlflow")
+    storage = postgres.uri("mlflow", db="optuna_b")
+    ckpt = tmp_path / "checkpoints"
+    os.environ["GANTRACK_CHECKPOINT_DIR"] = str(ckpt)
+    log = open(tmp_path / "worker.log", "wb")
+    cmd = [sys.executable, "-m", "gantrack.cli", "sweep", "--preset", "stable", "--grid", "seed=4,5", *SETTINGS]
+    cmd += ["--experiment", "restart", "--tracking-uri", pg_server.url, "--storage", storage, "--workers", "1"]
+    cmd += ["--heartbeat", "1", "--grace", "30", "--quiet"]
+    proc = spawn(cmd, stdout=log, stderr=log)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(ckpt.glob("*.pt")):
+        assert proc.poll() is None, open(log.name, "rb").read()[-2000:]
+        time.sleep(0.05)
+    postgres.stop()
+    try:
+        # meanwhile the server is up and its database is not: a new command says so in one line
+        import subprocess
+
+        p = subprocess.run(
+            [sys.executable, "-m", "gantrack.cli", "train", "--tracking-uri", pg_server.url, "--steps", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 2 and "cannot reach its database" in p.stderr, p.stderr[-1500:]
+        assert len(p.stderr.strip().splitlines()) == 1
+        time.sleep(3)
+    finally:
+        postgres.start()
+    assert proc.wait(300) == 0, open(log.name, "rb").read()[-3000:].decode(errors="replace")
+    client = MlflowClient(pg_server.url)
+    runs = client.search_runs([client.get_experiment_by_name("restart").experiment_id])
+    children = [r for r in runs if r.data.tags.get("gantrack.kind") != "sweep"]
+    assert sorted(r.data.tags["gantrack.seed"] for r in children) == ["4", "5"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in children:
+        history = client.get_metric_history(r.info.run_id, "loss/g")
+        assert sorted(m.step for m in history) == list(range(1, 401))

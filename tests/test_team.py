@@ -143,3 +143,21 @@ def test_basic_auth_server_reads_with_mlflows_credentials_and_refuses_without(po
         assert "\n" not in str(e.value)
     finally:
         server.stop()
+
+
+def test_ui_over_the_shared_database_keeps_the_password_off_the_process_list(team, postgres):
+    import requests
+
+    from gantrack.ui import running
+
+    from conftest import free_port
+
+    with running(postgres.uri("mlflow"), port=free_port()) as (proc, url):
+        r = requests.get(
+            url + "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "team"}, timeout=30
+        )
+        assert r.status_code == 200 and r.json()["experiment"]["name"] == "team"
+        cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode(errors="replace")
+        assert Postgres.MLFLOW_PW not in cmdline
+    p = _cli("ui", "--tracking-uri", f"postgresql://mlflow:bad-pw-3@127.0.0.1:{postgres.port}/mlflow")
+    _one_line_exit_2(p, "bad-pw-3")
