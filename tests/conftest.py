@@ -1,6 +1,5 @@
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -8,6 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from pgserver import PG_BIN, Postgres, free_port  # noqa: F401  (tests import these from here)
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -105,12 +106,6 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MlflowServer:
     """A real ``mlflow server`` on 127.0.0.1 (a sqlite store unless ``backend`` names another);
     can be stopped and restarted. ``app_name``: e.g. ``basic-auth``."""
@@ -178,102 +173,6 @@ def mlflow_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-PG_BIN = Path(os.environ.get("GANTRACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-class Postgres:
-    """A real PostgreSQL server in a temp folder on 127.0.0.1 and a free port.
-
-    PostgreSQL refuses to run as root, so under root it runs as the ``postgres`` user (``runuser``);
-    the folder is made outside pytest's root-only temp tree. Roles: the superuser ``postgres``,
-    ``mlflow`` (owns database ``mlflow``: what the server writes with) and ``reader`` (read-only).
-    """
-
-    SUPER_PW, MLFLOW_PW, READER_PW = "super-secret-1", "mlflow-secret-2", "reader-secret-3"
-
-    def __init__(self):
-        import tempfile
-
-        self.folder = Path(tempfile.mkdtemp(prefix="gantrack-pg-"))
-        self.data = self.folder / "data"
-        self.port = free_port()
-        self.as_root = os.geteuid() == 0
-        if self.as_root:
-            import pwd
-
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.folder, pw.pw_uid, pw.pw_gid)
-
-    def _run(self, *cmd: str) -> None:
-        full = (["runuser", "-u", "postgres", "--"] if self.as_root else []) + list(cmd)
-        out = subprocess.run(full, capture_output=True, text=True, timeout=120, cwd=self.folder)
-        if out.returncode:
-            raise RuntimeError(f"{' '.join(cmd[:2])} failed: {out.stdout[-1000:]} {out.stderr[-1000:]}")
-
-    def init(self) -> None:
-        pwfile = self.folder / "pw"
-        pwfile.write_text(self.SUPER_PW)
-        if self.as_root:
-            import pwd
-
-            pw = pwd.getpwnam("postgres")
-            os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-        self._run(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
-            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync",
-        )  # fmt: skip
-        pwfile.unlink()
-        self.start()
-        self.sql(
-            f"CREATE ROLE mlflow LOGIN PASSWORD '{self.MLFLOW_PW}'",
-            "CREATE DATABASE mlflow OWNER mlflow",
-            f"CREATE ROLE reader LOGIN PASSWORD '{self.READER_PW}'",
-            "CREATE ROLE nobody LOGIN PASSWORD 'nobody-pw'",
-        )
-
-    def start(self) -> None:
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off -c full_page_writes=off"
-        self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.folder / "log"), "-w", "start"
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def uri(self, user: str = "mlflow", password: str | None = None, db: str = "mlflow") -> str:
-        pw = password or {"postgres": self.SUPER_PW, "mlflow": self.MLFLOW_PW, "reader": self.READER_PW}[user]
-        return f"postgresql://{user}:{pw}@127.0.0.1:{self.port}/{db}"
-
-    def sql(self, *statements: str, db: str = "postgres", user: str = "postgres") -> list:
-        import psycopg
-
-        with psycopg.connect(self.uri(user, db=db), autocommit=True) as con:
-            out = []
-            for st in statements:
-                cur = con.execute(st)
-                out.append(cur.fetchall() if cur.description else None)
-            return out
-
-    def grant_reader(self) -> None:
-        """Read rights for ``reader`` on every table MLflow created (run after the schema exists)."""
-        self.sql(
-            "GRANT CONNECT ON DATABASE mlflow TO reader",
-            "GRANT USAGE ON SCHEMA public TO reader",
-            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader",
-            db="mlflow",
-            user="mlflow",
-        )
-
-    def cleanup(self) -> None:
-        import shutil
-
-        try:
-            self.stop("immediate")
-        except RuntimeError:
-            pass
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
