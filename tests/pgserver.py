@@ -12,7 +12,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-PG_BIN = Path(os.environ.get("GANTRACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _pg_bin() -> Path:
+    """$GANTRACK_PG_BIN, else the newest Debian PostgreSQL install (15 on these machines)."""
+    if os.environ.get("GANTRACK_PG_BIN"):
+        return Path(os.environ["GANTRACK_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 class Postgres:

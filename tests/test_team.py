@@ -161,3 +161,14 @@ def test_ui_over_the_shared_database_keeps_the_password_off_the_process_list(tea
         assert Postgres.MLFLOW_PW not in cmdline
     p = _cli("ui", "--tracking-uri", f"postgresql://mlflow:bad-pw-3@127.0.0.1:{postgres.port}/mlflow")
     _one_line_exit_2(p, "bad-pw-3")
+
+
+def test_report_from_direct_reads_never_shows_the_password(team, postgres, tmp_path):
+    p = _cli("report", "--experiment", "team", "--tracking-uri", postgres.uri("reader"), "--out", str(tmp_path / "r"))
+    out = p.stdout + p.stderr
+    assert Postgres.READER_PW not in out, out[-2000:]
+    for f in (tmp_path / "r").glob("report.*"):
+        assert Postgres.READER_PW not in f.read_text()
+    assert p.returncode == 0 and (tmp_path / "r" / "report.md").is_file(), out[-2000:]
+    # the read-only role cannot log the results back: said in one line, the report itself is there
+    assert "not logged back to postgresql://reader:***@" in p.stderr and "permission denied" in p.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -349,7 +350,20 @@ def build_report(
     _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra_sections or [])
     report_run = None
     if log_to_mlflow:
-        report_run = publish_report(experiment, tracking_uri, summary, osc, run_pngs, out)
+        try:
+            report_run = publish_report(experiment, tracking_uri, summary, osc, run_pngs, out)
+        except Exception as e:  # a read-only role (direct reads), a store gone: the files are written regardless
+            from ..tracking import redact
+
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            # SQLAlchemy puts notes before the database's own message ("permission denied for table ...")
+            why = next((ln for ln in lines if "denied" in ln or "rror" in ln), lines[0] if lines else type(e).__name__)
+            why = why[:300]
+            print(
+                f"gantrack: warning: report written to {out} but not logged back to {redact(rs.tracking_uri)}: {why}",
+                file=sys.stderr,
+                flush=True,
+            )
     if progress:
         print(f"report built in {time.perf_counter() - t0:.1f} s", flush=True)
     return Report(html_path, md_path, summary, factors, osc, report_run)
