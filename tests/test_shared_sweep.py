@@ -15,7 +15,7 @@ optuna = pytest.importorskip("optuna")
 
 GRID = ["--grid", "seed=1,2,3"]
 SETTINGS = [
-    *("--set width=0.0625 --set batch_size=16 --set steps=400 --set checkpoint_every=25").split(),
+    *("--set width=0.0625 --set batch_size=16 --set steps=200 --set checkpoint_every=20").split(),
     *("--set sample_every=0 --set threads=1 --set flush_every=25").split(),
 ]
 
@@ -58,7 +58,7 @@ def test_three_workers_one_killed_every_point_finished_once(postgres, pg_server,
     assert len(resumed) == 1 and resumed[0].info.run_id in victim_runs  # the dead worker's run, continued
     for r in children:  # nothing lost: every step of the run is in the store once
         history = client.get_metric_history(r.info.run_id, "loss/g")
-        assert sorted(m.step for m in history) == list(range(1, 401))
+        assert sorted(m.step for m in history) == list(range(1, 201))
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.user_attrs["point"] for t in done) == [0, 1, 2]
@@ -124,4 +124,4 @@ def test_database_restart_mid_sweep_loses_nothing(postgres, pg_server, tmp_path)
     assert all(r.info.status == "FINISHED" for r in runs)
     for r in children:
         history = client.get_metric_history(r.info.run_id, "loss/g")
-        assert sorted(m.step for m in history) == list(range(1, 401))
+        assert sorted(m.step for m in history) == list(range(1, 201))
