@@ -218,7 +218,9 @@ def main() -> None:
     for arch in sorted(runs["arch"].unique()):
         figure(rs, runs, arch, out / "chapter10" / f"curves_{arch}.png")
     periods, agg = mode_collapse_periods(rs, runs)
-    minutes = runs.groupby("arch")["loop_min"].median()
+    runs["code"] = runs.get("tags.mlflow.source.git.commit", pd.Series(index=runs.index, dtype=object)).fillna("?")
+    # runs reused from an earlier gantrack version keep their own timing: say which is which
+    timing = runs.groupby(["arch", "code"])["loop_min"].agg(["median", "size"]).reset_index()
 
     text = [
         "# Chapter 10 at the book's sizes",
@@ -233,9 +235,11 @@ def main() -> None:
         "python analysis/chapter10_doc.py --experiment chapter10-full --bf16-experiment chapter10-full-bf16",
         "```",
         "",
-        f"{len(runs)} runs; median training time per run: "
-        + ", ".join(f"{a} {m:.1f} min" for a, m in minutes.items())
-        + " (one thread each, two runs at a time; `gantrack.loop_seconds`).",
+        f"{len(runs)} runs, one thread each, two at a time (`gantrack.loop_seconds`); median minutes per run "
+        "by arch and the gantrack commit that trained them (finished runs are reused, so older ones keep "
+        "their timing): "
+        + "; ".join(f"{r.arch} @ {r.code[:7]}: {r.median:.1f} min ({r.size} runs)" for r in timing.itertuples())
+        + ".",
         "",
         "## The curves",
         "",

@@ -202,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", help="comma-separated seeds (chapter10: 1,2; loss-families: 1)")
     size = s.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="narrow models, minutes on a CPU (the default)")
-    size.add_argument("--full", action="store_true", help="the book's model sizes (about 8 min per run on 2 cores)")
+    size.add_argument(
+        "--full", action="store_true", help="the book's model sizes (about 4 min a run on 2 cores; docs/chapter10.md)"
+    )
     s.add_argument(
         "--arch", help="chapter10: comma-separated model variants, bn (2019 book) and/or nobn (2021 tutorial)"
     )
