@@ -169,7 +169,7 @@ def test_ui_over_the_shared_database_keeps_the_password_off_the_process_list(tea
 def test_report_from_direct_reads_never_shows_the_password(team, postgres, tmp_path, capsys):
     rep = build_report("team", tracking_uri=postgres.uri("reader"), out_dir=tmp_path / "r", progress=False, n_boot=100)
     out = capsys.readouterr()
-    assert rep.markdown.is_file() and rep.report_run is None
+    assert rep.markdown.is_file() and rep.report_run_id is None
     assert Postgres.READER_PW not in out.out + out.err
     for f in (tmp_path / "r").glob("report.*"):
         assert Postgres.READER_PW not in f.read_text()
