@@ -209,7 +209,8 @@ def bf16_comparison(rs32, runs32, rs16, runs16) -> str:
             row[f"mean {name}"] = (w16[key].mean(), w32[key].mean())
             row[f"std {name}"] = (w16[key].std(), w32[key].std())
         for name in ("ratio", "link", "timing", "sampling", "context"):
-            row[name] = (s16.loc[p.run_id_16, name], s32.loc[p.run_id_32, name])
+            label = "std(g)/std(d_fake)" if name == "ratio" else name
+            row[label] = (s16.loc[p.run_id_16, name], s32.loc[p.run_id_32, name])
         rows.append(row)
     lines = [
         "| scenario | quantity | fp32 (mean over seeds) | bf16 | bf16 / fp32 per seed: mean [95 % t-CI] |",
@@ -319,6 +320,11 @@ def main() -> None:
             "autocast, losses, probes and optimiser state in float32. Ratios bf16 / fp32 paired by seed:",
             "",
             bf16_comparison(rs, runs, rs16, runs16),
+            "",
+            "A ratio's interval containing 1 means no systematic effect was seen with these seeds, not that",
+            "there is none: with three seeds, effects of the intervals' half-widths cannot be excluded. Paired",
+            "bf16 and fp32 runs share their inputs but not their curves (rounding differences grow as in any",
+            "GAN run), so they compare like two seeds with the same data order.",
             "",
         ]
     (out / "chapter10.md").write_text("\n".join(text))
