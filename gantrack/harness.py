@@ -410,6 +410,7 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
         gan.opt_d.load_state_dict(state["opt_d"])
         gan.opt_g.load_state_dict(state["opt_g"])
         gan.gen.set_state(state["gen"])  # the only stream training draws from
+        _log_missing_steps(mlclient, run_id, state["step"], state["history"])
         tracking.retry(mlclient.update_run, run_id, status="RUNNING")
         tracking.retry(mlclient.set_tag, run_id, "gantrack.resumed_from_step", str(state["step"]))
         gan.per_sample_state = state.get("per_sample")
@@ -417,6 +418,26 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
 
     _guarded(cfg, mlclient, run_id, uri, steps, quiet, setup)
     return run_id
+
+
+def _log_missing_steps(mlclient, run_id: str, ckpt_step: int, history: dict) -> None:
+    """A kill between writing a checkpoint and flushing its steps' metrics leaves the store behind the
+    checkpoint: log those steps from the checkpoint's own history, so no step is skipped or doubled."""
+    from mlflow.entities import Metric
+
+    logged = tracking.retry(mlclient.get_metric_history, run_id, C.G_LOSS)
+    last = max((m.step for m in logged), default=0)
+    if last >= ckpt_step:
+        return
+    ts = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(values[step - 1]), ts, step)
+        for step in range(last + 1, ckpt_step + 1)
+        for key, values in history.items()
+        if len(values) >= step
+    ]
+    for i in range(0, len(batch), 1000):
+        tracking.retry(mlclient.log_batch, run_id, metrics=batch[i : i + 1000])
 
 
 def checkpoint_path(cfg: Config, run_id: str) -> Path:

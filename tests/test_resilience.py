@@ -111,7 +111,9 @@ def test_sigkill_at_a_random_step_then_resume_matches_the_uninterrupted_run(stor
     assert out.returncode == 0, out.stderr
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED"
-    assert int(resumed.data.tags["gantrack.resumed_from_step"]) == died_at  # metrics flushed only at checkpoints
+    # metrics are flushed right after each checkpoint: a kill between the two leaves the store one interval
+    # behind the checkpoint, and the resume logs those steps from the checkpoint's history
+    assert died_at <= int(resumed.data.tags["gantrack.resumed_from_step"]) <= died_at + every
     a, b = curves(store, ref), curves(store, run.info.run_id)
     assert set(a) == set(b)
     for key in a:
