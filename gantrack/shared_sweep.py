@@ -58,16 +58,25 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats and stale-trial retries are marked experimental in Optuna 4-5: the behaviour is what we rely on
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        return ResilientRDBStorage(
-            url,
-            heartbeat_interval=int(max(1, heartbeat)),
-            grace_period=int(max(2, grace)),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-            engine_kwargs={"pool_pre_ping": True},  # a connection that died with a database restart is replaced
-        )
-    except Exception as e:
-        raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(10):
+        try:
+            return ResilientRDBStorage(
+                url,
+                heartbeat_interval=int(max(1, heartbeat)),
+                grace_period=int(max(2, grace)),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                engine_kwargs={"pool_pre_ping": True},  # a connection that died with a database restart is replaced
+            )
+        except (IntegrityError, ProgrammingError) as e:
+            # machines starting together race to create Optuna's tables ("duplicate key ... pg_type"):
+            # the loser waits and finds them made
+            if attempt == 9:
+                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
+            time.sleep(0.5 + attempt * 0.5)
+        except Exception as e:
+            raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
