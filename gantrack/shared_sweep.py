@@ -69,14 +69,16 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                 engine_kwargs={"pool_pre_ping": True},  # a connection that died with a database restart is replaced
             )
-        except (IntegrityError, ProgrammingError) as e:
+        except Exception as e:
+            if not isinstance(e, (IntegrityError, ProgrammingError)) and not any(
+                m in str(e) for m in ("already exists", "duplicate key")
+            ):
+                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
             # machines starting together race to create Optuna's tables ("duplicate key ... pg_type"):
             # the loser waits and finds them made
             if attempt == 9:
                 raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
             time.sleep(0.5 + attempt * 0.5)
-        except Exception as e:
-            raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
