@@ -11,3 +11,16 @@ class GantrackError(Exception):
 
 class TrainingDiverged(GantrackError):
     """A loss became NaN or infinite and the run was stopped (see ``allow_nan``)."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of ``e``'s message (its type name when empty), for one-line errors.
+
+    libpq prefixes every connection failure with 'connection to server at "h", port p failed:';
+    that prefix is dropped so the reason (a wrong password, a missing database) is what shows.
+    """
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    if "connection to server" in text and "failed:" in text:
+        text = text.split("failed:", 1)[1].strip() or text
+    return text[:limit]

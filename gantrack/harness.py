@@ -36,7 +36,7 @@ from . import __version__, data, figures, models, tracking
 from . import contract as C
 from .config import PRESETS, Config, validate
 from .device import autocast, resolve_device
-from .errors import GantrackError, TrainingDiverged
+from .errors import GantrackError, TrainingDiverged, first_line
 from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
 
@@ -360,7 +360,7 @@ def train(
     try:
         run = tracking.retry(mlclient.create_run, exp_id, tags=tags, run_name=_run_name(cfg))
     except Exception as e:
-        raise GantrackError(f"cannot create a run in {uri}: {str(e).splitlines()[0]}") from None
+        raise GantrackError(f"cannot create a run in {uri}: {first_line(e)}") from None
     run_id = run.info.run_id
 
     def setup():

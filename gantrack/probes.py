@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .contract import CELLS
-from .errors import GantrackError
+from .errors import GantrackError, first_line
 
 
 class PerSampleRecorder:
@@ -86,8 +86,7 @@ def read_per_sample(source: str | Path | bytes) -> dict[str, np.ndarray]:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise GantrackError(
-            f"per-sample artifact is unreadable ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'truncated'})"
+            f"per-sample artifact is unreadable ({type(e).__name__}: {first_line(e) if str(e) else 'truncated'})"
         ) from None
     steps = arrays.get("steps")
     if steps is None or steps.ndim != 1:

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import tracking
 from .config import Config
-from .errors import GantrackError
+from .errors import GantrackError, first_line
 
 ATTR_PARENT, ATTR_POINTS, ATTR_SEEDED = "gantrack_parent_run_id", "gantrack_points", "gantrack_seeded"
 
@@ -53,7 +53,7 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
             try:
                 super().record_heartbeat(trial_id)
             except OperationalError as e:
-                logging.getLogger("gantrack").warning("heartbeat not recorded (%s); next beat retries", _first_line(e))
+                logging.getLogger("gantrack").warning("heartbeat not recorded (%s); next beat retries", first_line(e))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats and stale-trial retries are marked experimental in Optuna 4-5: the behaviour is what we rely on
@@ -73,18 +73,12 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
             if not isinstance(e, (IntegrityError, ProgrammingError)) and not any(
                 m in str(e) for m in ("already exists", "duplicate key")
             ):
-                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
+                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {first_line(e)}") from None
             # machines starting together race to create Optuna's tables ("duplicate key ... pg_type"):
             # the loser waits and finds them made
             if attempt == 9:
-                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {_first_line(e)}") from None
+                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {first_line(e)}") from None
             time.sleep(0.5 + attempt * 0.5)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(e).__name__
-    return text.split("failed:", 1)[1].strip() if "connection to server" in text and "failed:" in text else text
 
 
 def _retrying(fn, *args, what: str, patience: float = 600.0, **kw):
@@ -98,7 +92,7 @@ def _retrying(fn, *args, what: str, patience: float = 600.0, **kw):
         except OperationalError as e:
             if waited >= patience:
                 raise GantrackError(f"{what}: the database stayed unreachable for {patience:.0f} s") from None
-            logging.getLogger("gantrack").warning("%s: database unreachable (%s); retrying", what, _first_line(e))
+            logging.getLogger("gantrack").warning("%s: database unreachable (%s); retrying", what, first_line(e))
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 15.0)

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import tracking
 from .config import RUN_SETTINGS, Config, apply_overrides, load_toml, validate
-from .errors import GantrackError
+from .errors import GantrackError, first_line
 
 CHECKPOINT_EVERY = 50  # sweeps checkpoint by default so a killed sweep resumes its runs
 
@@ -182,7 +182,7 @@ def run_configs(
             try:
                 ids[i] = fut.result()
             except Exception as e:  # one failed run does not stop the others; it ends FAILED in MLflow
-                errors.append(f"{cfg.scenario}/{cfg.loss}/seed {cfg.seed}: {str(e).splitlines()[0]}")
+                errors.append(f"{cfg.scenario}/{cfg.loss}/seed {cfg.seed}: {first_line(e)}")
             bar.update(1)
             bar.set_postfix(failed=len(errors), refresh=False)
     except BaseException:  # Ctrl-C, SIGTERM, an error here: no worker outlives the sweep

@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from .errors import GantrackError
+from .errors import GantrackError, first_line
 
 log = logging.getLogger("gantrack")
 
@@ -111,15 +111,20 @@ def check_server_store(uri: str) -> None:
     except Exception as e:
         raise GantrackError(f"tracking server {redact(uri)} is unreachable: {type(e).__name__}") from None
     if r.status_code in (401, 403):
-        raise GantrackError(
-            f"tracking server {redact(uri)}: HTTP {r.status_code}, not allowed "
-            "(set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
-        )
+        raise not_allowed(uri, r.status_code)
     if r.status_code >= 500:
         raise GantrackError(
             f"tracking server {redact(uri)} is up but cannot reach its database (HTTP {r.status_code} "
             "on a search); check the database behind the server"
         )
+
+
+def not_allowed(uri: str, status: int, what: str = "") -> GantrackError:
+    """The one-line error for a 401/403 from a tracking server: which credentials MLflow reads."""
+    return GantrackError(
+        f"tracking server {redact(uri)}: HTTP {status}, not allowed{' to ' + what if what else ''} "
+        "(set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
+    )
 
 
 def check_postgres(uri: str, timeout: int = 5) -> None:
@@ -138,11 +143,7 @@ def check_postgres(uri: str, timeout: int = 5) -> None:
     try:
         driver.connect(dsn, connect_timeout=timeout).close()
     except Exception as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = lines[0] if lines else type(e).__name__
-        if "failed:" in reason:  # libpq: 'connection to server at "h", port p failed: FATAL:  ...'
-            reason = reason.split("failed:", 1)[1].strip()
-        raise GantrackError(f"database {redact(uri)}: {reason[:300]}") from None
+        raise GantrackError(f"database {redact(uri)}: {first_line(e)}") from None
 
 
 def client(uri: str):
@@ -152,7 +153,7 @@ def client(uri: str):
     try:
         return MlflowClient(tracking_uri=uri)
     except Exception as e:  # MLflow raises many types for a bad store URI
-        raise GantrackError(f"cannot open tracking store {redact(uri)}: {str(e).splitlines()[0]}") from None
+        raise GantrackError(f"cannot open tracking store {redact(uri)}: {first_line(e)}") from None
 
 
 def get_or_create_experiment(mlclient, name: str) -> str:
@@ -174,7 +175,7 @@ def get_or_create_experiment(mlclient, name: str) -> str:
     except GantrackError:
         raise
     except Exception as e:
-        raise GantrackError(f"cannot use experiment {name!r}: {str(e).splitlines()[0]}") from None
+        raise GantrackError(f"cannot use experiment {name!r}: {first_line(e)}") from None
 
 
 def git_commit() -> str | None:
@@ -238,9 +239,7 @@ def best_effort(fn, *args, **kwargs) -> bool:
         fn(*args, **kwargs)
         return True
     except Exception as e:
-        log.warning(
-            "MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn), str(e).splitlines()[0][:200]
-        )
+        log.warning("MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn), first_line(e, 200))
         return False
 
 
@@ -357,7 +356,7 @@ class MetricBuffer:
             self.backoff = min(self.backoff * 2, 60.0)
             if self.failures == 1:
                 print(
-                    f"gantrack: cannot write to MLflow ({str(e).splitlines()[0][:120]}); training continues, "
+                    f"gantrack: cannot write to MLflow ({first_line(e, 120)}); training continues, "
                     f"metrics are buffered",
                     file=sys.stderr,
                 )

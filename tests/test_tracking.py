@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from gantrack import Config, preset, train
 from gantrack.analysis import load_runs
-from gantrack.errors import TrainingDiverged
+from gantrack.errors import TrainingDiverged, first_line
 
 TINY = dict(width=0.0625, batch_size=16, steps=12, flush_every=5, sample_every=5, experiment="rt")
 
@@ -161,3 +161,12 @@ def test_background_writer_keeps_every_metric_through_a_refused_write(store):
     for key, values in (("a", [1.0, 3.0]), ("b", [2.0, 4.0])):
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         assert [(m.step, m.value) for m in history] == [(1, values[0]), (2, values[1])]
+
+
+def test_error_messages_are_one_line_even_from_empty_or_libpq_errors():
+    # an exception with no message must not turn into an IndexError inside the error path
+    assert first_line(TimeoutError()) == "TimeoutError"
+    assert first_line(ValueError("\n  \nsecond line only\nthird")) == "second line only"
+    libpq = 'connection to server at "127.0.0.1", port 5999 failed: FATAL:  password authentication failed\nDETAIL: x'
+    assert first_line(RuntimeError(libpq)) == "FATAL:  password authentication failed"
+    assert len(first_line(RuntimeError("x" * 1000), 120)) == 120

@@ -44,8 +44,8 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from .. import keymaps
-from ..errors import GantrackError
-from ..tracking import check_postgres, redact, resolve_tracking_uri, scoped_env
+from ..errors import GantrackError, first_line
+from ..tracking import check_postgres, not_allowed, redact, resolve_tracking_uri, scoped_env
 from ..tracking import client as make_client
 
 METRIC_COLUMNS = ["run_id", "key", "step", "timestamp", "value"]
@@ -85,7 +85,7 @@ class RunSet:
         try:
             listed = {a.path for a in mlclient.list_artifacts(run_id, folder)}
         except Exception as e:
-            raise GantrackError(f"cannot list artifacts of run {run_id}: {str(e).splitlines()[0]}") from None
+            raise GantrackError(f"cannot list artifacts of run {run_id}: {first_line(e)}") from None
         if PER_SAMPLE_ARTIFACT not in listed:
             raise GantrackError(
                 "no per-sample probes in this run (logged before they existed, with "
@@ -98,7 +98,7 @@ class RunSet:
                 with scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file: no bar
                     local = mlclient.download_artifacts(run_id, PER_SAMPLE_ARTIFACT, tmp)
             except Exception as e:
-                raise GantrackError(f"cannot download {PER_SAMPLE_ARTIFACT}: {str(e).splitlines()[0]}") from None
+                raise GantrackError(f"cannot download {PER_SAMPLE_ARTIFACT}: {first_line(e)}") from None
             data = Path(local).read_bytes()
         arrays = read_per_sample(data)  # validates before anything is cached
         if status in TERMINAL:
@@ -314,7 +314,7 @@ def _read_postgres(uri: str, run_ids: list[str]) -> list[pd.DataFrame]:
             cur.execute(query)
             table = cur.fetch_arrow_table()
     except Exception as e:  # the driver's errors carry libpq's message: wrong password, no such role...
-        raise GantrackError(f"cannot read metrics from {redact(uri)}: {_first_line(e)}") from None
+        raise GantrackError(f"cannot read metrics from {redact(uri)}: {first_line(e)}") from None
     run_col = table.column(0).to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, run_col[1:] != run_col[:-1]]) if len(run_col) else np.zeros(0, int)
     bounds = dict(zip(run_col[starts], zip(starts, np.r_[starts[1:], len(run_col)]))) if len(run_col) else {}
@@ -339,11 +339,6 @@ def _read_postgres(uri: str, run_ids: list[str]) -> list[pd.DataFrame]:
             )
         )
     return parts
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def _read_sqlalchemy(uri: str, run_keys: dict[str, list[str]]) -> list[pd.DataFrame]:
@@ -399,12 +394,9 @@ def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> li
             try:
                 r = http_request(creds, endpoint, "GET", params=params, timeout=60, raise_on_status=False)
             except MlflowException as e:
-                raise GantrackError(f"{redact(uri)} is unreachable: {str(e).splitlines()[0][:200]}") from None
+                raise GantrackError(f"{redact(uri)} is unreachable: {first_line(e, 200)}") from None
             if r.status_code in (401, 403):
-                raise GantrackError(
-                    f"{redact(uri)}: HTTP {r.status_code}, not allowed to read run {run_id} "
-                    "(set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
-                )
+                raise not_allowed(uri, r.status_code, f"read run {run_id}")
             if r.status_code != 200:
                 raise GantrackError(f"{redact(uri)}: HTTP {r.status_code} reading run {run_id} key {key}")
             body = r.json()
@@ -547,7 +539,7 @@ def load_runs(
     except GantrackError:
         raise
     except Exception as e:
-        raise GantrackError(f"cannot list runs in {redact(uri)}: {_first_line(e)}") from None
+        raise GantrackError(f"cannot list runs in {redact(uri)}: {first_line(e)}") from None
 
     wanted = None if keys is None else set(keys)
     renames = keymaps.check(key_map, {r.info.run_id: set(r.data.metrics) for r in runs}) if key_map else {}
