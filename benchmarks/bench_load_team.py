@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # 100 "View run" lines
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from pgserver import Postgres, free_port  # noqa: E402

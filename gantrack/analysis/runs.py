@@ -8,12 +8,14 @@ in MLflow) and reads metric histories by the fastest path the store allows:
   (extra ``gantrack[postgres]``; one query per 50 runs, Arrow all the way); others through
   SQLAlchemy. Direct reads bypass an ``mlflow server``'s permissions: use your own read-only database
   role (``postgresql://reader:...@host/db``), never the server's;
-- ``"rest"``: an ``mlflow server``: the REST ``metrics/get-history`` endpoint, paged, always with
-  ``max_results``, through MLflow's own request helpers — so every credential and TLS setting MLflow
-  honours applies (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``,
-  ``MLFLOW_TRACKING_INSECURE_TLS``, client and server certificates) — with requests in parallel on a
-  thread pool no larger than MLflow's HTTP connection pool (``MLFLOW_HTTP_POOL_MAXSIZE``, default 10;
-  the ajax "bulk" endpoints truncate or downsample, so they are not used);
+- ``"rest"``: an ``mlflow server``: ``metrics/get-history-bulk`` (one key of up to 100 runs a
+  request; an answer that reaches the server's 25,000-row cap is split and asked again, never
+  trusted) and ``metrics/get-history`` (paged, always with ``max_results``) where a run alone fills
+  an answer or the server lacks the bulk route; through MLflow's own request helpers — so every
+  credential and TLS setting MLflow honours applies (``MLFLOW_TRACKING_TOKEN``,
+  ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, ``MLFLOW_TRACKING_INSECURE_TLS``, client and server
+  certificates) — with requests in parallel on a thread pool no larger than MLflow's HTTP
+  connection pool (``MLFLOW_HTTP_POOL_MAXSIZE``, default 10);
 - ``"client"``: ``MlflowClient.get_metric_history`` per (run, key): the slow reference path
   the tests compare the others against.
 
@@ -373,8 +375,23 @@ def _series_parts(series: dict[str, dict[str, list[tuple[int, int, float]]]]) ->
     return parts
 
 
-def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> list[pd.DataFrame]:
-    """REST ``metrics/get-history`` per (run, key), paged, through MLflow's ``http_request``."""
+def _read_rest(
+    uri: str, run_keys: dict[str, list[str]], workers: int = 8, sizes: dict[tuple[str, str], int] | None = None
+) -> list[pd.DataFrame]:
+    """Metric histories through an ``mlflow server``, with MLflow's ``http_request`` (its credentials, TLS).
+
+    One ``metrics/get-history-bulk`` request reads one key for up to 100 runs — the route MLflow's
+    own UI charts with: a run's rows as plain JSON, one SQL query for the batch, so far less server
+    work per row than ``get-history``'s protobuf answers, one request per (run, key). The server
+    caps an answer at 25,000 rows and truncates silently, so runs are batched by their expected
+    rows (``sizes``: the latest step + 1 of each (run, key), from the run listing) and an answer
+    that reaches the cap is never trusted: its batch is split in two and asked again; a single run
+    with more rows than one answer holds is paged through ``get-history``. Servers without the bulk
+    route (HTTP 404) are read per (run, key) through ``get-history``, paged, ``max_results`` always
+    sent. Requests run in parallel on a pool no larger than MLflow's HTTP connection pool.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     from mlflow.environment_variables import MLFLOW_HTTP_POOL_MAXSIZE
     from mlflow.exceptions import MlflowException
     from mlflow.utils.credentials import get_default_host_creds
@@ -382,24 +399,28 @@ def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> li
 
     creds = get_default_host_creds(uri)  # token, username/password, TLS: as MLflow's own client
     workers = max(1, min(workers, MLFLOW_HTTP_POOL_MAXSIZE.get()))  # every thread gets a pooled connection
-    endpoint = "/api/2.0/mlflow/metrics/get-history"
+    bulk_route = [True]  # cleared by the first 404: an older server without get-history-bulk
 
-    def fetch(item):
-        run_id, key = item
+    def get(endpoint: str, params, what: str) -> dict:
+        try:
+            r = http_request(creds, endpoint, "GET", params=params, timeout=120, raise_on_status=False)
+        except MlflowException as e:
+            raise GantrackError(f"{redact(uri)} is unreachable: {first_line(e, 200)}") from None
+        if r.status_code in (401, 403):
+            raise not_allowed(uri, r.status_code, f"read {what}")
+        if r.status_code == 404 and endpoint.endswith("-bulk"):
+            return None
+        if r.status_code != 200:
+            raise GantrackError(f"{redact(uri)}: HTTP {r.status_code} reading {what}")
+        return r.json()
+
+    def history(run_id: str, key: str) -> list[tuple[int, int, float]]:
         out, token = [], None
         while True:
             params = {"run_id": run_id, "metric_key": key, "max_results": REST_PAGE}
             if token:
                 params["page_token"] = token
-            try:
-                r = http_request(creds, endpoint, "GET", params=params, timeout=60, raise_on_status=False)
-            except MlflowException as e:
-                raise GantrackError(f"{redact(uri)} is unreachable: {first_line(e, 200)}") from None
-            if r.status_code in (401, 403):
-                raise not_allowed(uri, r.status_code, f"read run {run_id}")
-            if r.status_code != 200:
-                raise GantrackError(f"{redact(uri)}: HTTP {r.status_code} reading run {run_id} key {key}")
-            body = r.json()
+            body = get("/api/2.0/mlflow/metrics/get-history", params, f"run {run_id} key {key}")
             # protobuf JSON writes NaN and ±Infinity as strings: float() reads them
             out.extend(
                 (int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN")))
@@ -407,12 +428,53 @@ def _read_rest(uri: str, run_keys: dict[str, list[str]], workers: int = 8) -> li
             )
             token = body.get("next_page_token")
             if not token:
-                return run_id, key, out
+                return out
+
+    def bulk(key: str, batch: list[str]):
+        """{run: rows} for the batch, or the halves to ask again for when the answer hit the cap."""
+        if len(batch) == 1 or not bulk_route[0]:
+            return {run_id: history(run_id, key) for run_id in batch}, []
+        params = {"run_id": batch, "metric_key": key, "max_results": REST_PAGE}
+        body = get("/ajax-api/2.0/mlflow/metrics/get-history-bulk", params, f"key {key} of {len(batch)} runs")
+        if body is None:
+            bulk_route[0] = False
+            return {run_id: history(run_id, key) for run_id in batch}, []
+        rows = body.get("metrics", [])
+        if len(rows) >= REST_PAGE:  # possibly truncated: ask again in halves
+            return {}, [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        out = {run_id: [] for run_id in batch}
+        for m in rows:  # Flask's JSON writes NaN and ±Infinity as bare literals: json reads them
+            out[m["run_id"]].append((int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN"))))
+        return out, []
+
+    # batches of up to 100 runs whose expected rows stay under one answer's cap
+    sizes = sizes or {}
+    todo: list[tuple[str, list[str]]] = []
+    for key in sorted({k for keys in run_keys.values() for k in keys}):
+        batch, rows = [], 0
+        for run_id, keys in run_keys.items():
+            if key not in keys:
+                continue
+            n = max(1, sizes.get((run_id, key), 1))
+            if batch and (len(batch) == 100 or rows + n > REST_PAGE * 0.9):
+                todo.append((key, batch))
+                batch, rows = [], 0
+            batch.append(run_id)
+            rows += n
+        if batch:
+            todo.append((key, batch))
 
     series: dict[str, dict[str, list]] = {r: {} for r in run_keys}
     with ThreadPoolExecutor(workers) as pool:
-        for run_id, key, rows in pool.map(fetch, [(r, k) for r, keys in run_keys.items() for k in keys]):
-            series[run_id][key] = rows
+        pending = {pool.submit(bulk, key, batch): key for key, batch in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                key = pending.pop(f)
+                got, again = f.result()
+                for run_id, rows in got.items():
+                    series[run_id][key] = rows
+                pending.update({pool.submit(bulk, key, half): key for half in again})
     return _series_parts(series)
 
 
@@ -565,7 +627,8 @@ def load_runs(
             else:
                 parts = _read_sqlalchemy(uri, run_keys)
         elif method == "rest":
-            parts = _read_rest(uri, run_keys)
+            sizes = {(rid, m.key): m.step + 1 for rid in run_keys for m in todo[rid][0].data._metric_objs}
+            parts = _read_rest(uri, run_keys, sizes=sizes)
         else:
             parts = _read_client(mlclient, run_keys)
         for rid, part in zip(run_keys, parts):
