@@ -28,6 +28,8 @@ import numpy as np
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # 100 "View run" lines
+# the server under test without MLflow's GenAI job runner (idle consumers that only cost CPU here)
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from pgserver import Postgres, free_port  # noqa: E402

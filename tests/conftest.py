@@ -12,6 +12,9 @@ from pgserver import PG_BIN, Postgres, free_port  # noqa: F401  (tests import th
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# The servers the tests start (and `gantrack ui`, which sets the same) run without MLflow's GenAI job
+# runner: eight processes and ~25 s of CPU per server start that no test uses (gantrack.ui.UI_ENV).
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 # Every process the suite starts inherits this marker (servers in their own sessions too), so the
 # session-end check finds whatever the tests left running, however it was started.
 SESSION_MARK = f"GANTRACK_TEST_SESSION={uuid.uuid4().hex}"

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -28,6 +29,7 @@ def dump_dom(url: str, budget_ms: int = 20000) -> str:
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",
+            f"--user-data-dir={tempfile.mkdtemp(prefix='gantrack-chromium-')}",  # parallel test workers
             f"--virtual-time-budget={budget_ms}",
             "--dump-dom",
             url,
