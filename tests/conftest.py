@@ -201,3 +201,19 @@ def pg_server(postgres, tmp_path_factory):
     postgres.grant_reader()
     yield server
     server.stop()
+
+
+def cli_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """``gantrack ARGS`` through ``gantrack.cli.main`` in this process: the same parsing, commands and
+    one-line error path as the installed command, without a new interpreter importing torch and
+    MLflow each time (~4 s a call here). Returns (exit code, stdout, stderr). Each family of errors
+    also keeps one test through a real process (the exit code as the shell sees it). The allocator
+    setting is process-wide, so it stays with the processes gantrack owns, not pytest's."""
+    import gantrack.allocator
+    from gantrack.cli import main
+
+    monkeypatch.setattr(gantrack.allocator, "keep_freed_memory", lambda: False)
+    capsys.readouterr()
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -18,6 +18,8 @@ from gantrack.device import check_precision, resolve_device
 from gantrack.harness import build_gan, gan_step
 from gantrack.models import KerasBatchNorm2d, OneChannelConv2d
 
+from conftest import cli_in_process
+
 yes, no = (lambda: True), (lambda: False)
 needs_bf16 = pytest.mark.skipif(
     not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
@@ -58,19 +60,23 @@ def test_bf16_needs_hardware_support_and_unknown_precisions_are_refused():
         check_precision("fp16", cpu)
 
 
-def test_cli_refuses_a_missing_device_before_any_run_exists(tmp_path):
+def test_cli_refuses_a_missing_device_before_any_run_exists(tmp_path, capsys, monkeypatch):
     # cuda:99 does not exist on any machine: the message differs with or without CUDA, the outcome does not
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for setting in ("device=cuda:99", "precision=fp16", "device=mps" if sys.platform != "darwin" else "device=x"):
-        p = subprocess.run(
-            [sys.executable, "-m", "gantrack.cli", "train", "--tracking-uri", uri, "--steps", "2", "--set", setting],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert p.returncode == 2, p.stderr
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("gantrack: error:"), p.stderr
+    p = subprocess.run(  # once through a real process: the exit code as the shell sees it
+        [sys.executable, "-m", "gantrack.cli", "train", "--tracking-uri", uri, "--set", "device=cuda:99"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and p.stderr.startswith("gantrack: error:"), p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    for setting in ("precision=fp16", "device=mps" if sys.platform != "darwin" else "device=x"):
+        args = ["train", "--tracking-uri", uri, "--steps", "2", "--set", setting]
+        code, _, err = cli_in_process(args, capsys, monkeypatch)
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gantrack: error:"), err
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was even opened
 
 

@@ -11,6 +11,8 @@ import pytest
 from gantrack import GantrackError
 from gantrack.analysis import explain, load_runs
 
+from conftest import cli_in_process
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -32,22 +34,15 @@ def test_dcgan_own_loop_explains_every_factor_its_order_allows(store):
     assert ex["summary"]["law_verdict"].iloc[0] in ("holds", "fails", "undecided")
 
 
-def test_dcgan_own_loop_is_the_same_training_without_probes(store):
-    with_probes = subprocess.run(
-        [sys.executable, str(EXAMPLES / "dcgan_own_loop.py"), "--steps", "51", "--tracking-uri", store],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    without = subprocess.run(
-        [sys.executable, str(EXAMPLES / "dcgan_own_loop.py"), "--steps", "51", "--no-probes"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert with_probes.returncode == 0 and without.returncode == 0, with_probes.stderr + without.stderr
-    losses = [line for line in with_probes.stdout.splitlines() if line.startswith("[")]
-    assert losses and losses == [line for line in without.stdout.splitlines() if line.startswith("[")]
+def test_dcgan_own_loop_is_the_same_training_without_probes(store, capsys):
+    loop = example("dcgan_own_loop")
+    capsys.readouterr()
+    loop.main(["--steps", "51", "--tracking-uri", store])
+    with_probes = capsys.readouterr().out
+    loop.main(["--steps", "51", "--no-probes"])
+    without = capsys.readouterr().out
+    losses = [line for line in with_probes.splitlines() if line.startswith("[")]
+    assert len(losses) == 2 and losses == [line for line in without.splitlines() if line.startswith("[")]
 
 
 def test_lightning_callback_logs_a_g_first_run(store):
@@ -120,12 +115,24 @@ def test_report_cli_with_keys_on_plain_mlflow_runs(foreign):
         (["--keymap", "nonesuch"], "unknown key map"),
     ],
 )
-def test_bad_key_maps_are_one_line_exit_2(foreign, keys, message):
+def test_bad_key_maps_are_one_line_exit_2(foreign, keys, message, capsys, monkeypatch):
     uri, folder = foreign
-    r = cli("report", "--experiment", "foreign", "--tracking-uri", uri, "--no-mlflow", "--quiet", *keys, cwd=folder)
+    monkeypatch.chdir(folder)
+    args = ["report", "--experiment", "foreign", "--tracking-uri", uri, "--no-mlflow", "--quiet", *keys]
+    code, out, err = cli_in_process(args, capsys, monkeypatch)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_a_bad_key_map_through_a_real_process_is_one_line_exit_2(foreign):
+    uri, folder = foreign
+    r = cli(
+        "report", "--experiment", "foreign", "--tracking-uri", uri, "--no-mlflow", "--quiet", "--key", "x", cwd=folder
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert len(lines) == 1 and "expects CONTRACT_KEY=YOUR_KEY" in lines[0], r.stderr
 
 
 def test_keymaps_are_listed():

@@ -15,7 +15,7 @@ from gantrack import Config, train
 from gantrack.analysis import load_runs
 from gantrack.studies import run_configs
 
-from conftest import spawn
+from conftest import cli_in_process, spawn
 
 TINY = ["--width", "0.0625", "--set", "batch_size=16", "--set", "sample_every=0", "--set", "threads=1", "--quiet"]
 
@@ -128,20 +128,14 @@ def test_sigkill_at_a_random_step_then_resume_matches_the_uninterrupted_run(stor
     assert not list((tmp_path / "ck").glob("*.pt"))  # checkpoints removed once finished
 
 
-def test_resume_bad_run_ids_are_one_line_errors(store, tmp_path):
+def test_resume_bad_run_ids_are_one_line_errors(store, capsys, monkeypatch):
     train(
         Config(width=0.0625, batch_size=16, sample_every=0, steps=3, experiment="done"), tracking_uri=store, quiet=True
     )
     done = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("done").experiment_id])[0]
     for run_id, match in (("doesnotexist", "unknown run id"), (done.info.run_id, "already FINISHED")):
-        r = subprocess.run(
-            [sys.executable, "-m", "gantrack.cli", "train", "--resume", run_id, "--tracking-uri", store],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and match in r.stderr, r.stderr
+        code, _, err = cli_in_process(["train", "--resume", run_id, "--tracking-uri", store], capsys, monkeypatch)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
 
 
 def test_four_concurrent_runs_into_one_sqlite_store_lose_nothing(store):

@@ -11,6 +11,8 @@ from gantrack import Config, preset, train
 from gantrack.analysis import load_runs
 from gantrack.errors import TrainingDiverged, first_line
 
+from conftest import cli_in_process
+
 TINY = dict(width=0.0625, batch_size=16, steps=12, flush_every=5, sample_every=5, experiment="rt")
 
 
@@ -106,17 +108,24 @@ def cli(*args, cwd):
         (["--tracking-uri", "sqlite:////no/such/dir/mlflow.db"], "does not exist"),
     ],
 )
-def test_cli_bad_input_one_line_exit_2_no_run(tmp_path, args, match):
+def test_cli_bad_input_one_line_exit_2_no_run(tmp_path, args, match, capsys, monkeypatch):
     (tmp_path / "corrupt.npz").write_bytes(b"garbage")
-    r = cli("train", "--quiet", "--steps", "2", *args, cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gantrack: error:") and match in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    code, _, err = cli_in_process(["train", "--quiet", "--steps", "2", *args], capsys, monkeypatch)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gantrack: error:") and match in lines[0], err
+    assert "Traceback" not in err
     if (tmp_path / "mlflow.db").exists():  # nothing half-created
         client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
         exps = client.search_experiments()
         assert not client.search_runs([e.experiment_id for e in exps])
+
+
+def test_cli_bad_input_through_a_real_process_is_one_line_exit_2(tmp_path):
+    r = cli("train", "--quiet", "--steps", "2", "--preset", "nope", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "unknown preset" in r.stderr
+    assert r.stderr.startswith("gantrack: error:") and "Traceback" not in r.stderr
 
 
 def test_cli_trains_on_the_default_store(tmp_path):
