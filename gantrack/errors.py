@@ -13,14 +13,17 @@ class TrainingDiverged(GantrackError):
     """A loss became NaN or infinite and the run was stopped (see ``allow_nan``)."""
 
 
-def first_line(e: BaseException, limit: int = 300) -> str:
+def first_line(e: BaseException, limit: int = 300, prefer: tuple[str, ...] = ()) -> str:
     """The first non-blank line of ``e``'s message (its type name when empty), for one-line errors.
 
+    ``prefer``: take the first line containing one of these instead, when there is one (SQLAlchemy
+    puts its own notes before the database's message, e.g. "permission denied for table ...").
     libpq prefixes every connection failure with 'connection to server at "h", port p failed:';
     that prefix is dropped so the reason (a wrong password, a missing database) is what shows.
     """
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(e).__name__
+    preferred = [ln for ln in lines if any(word in ln for word in prefer)]
+    text = (preferred or lines or [type(e).__name__])[0]
     if "connection to server" in text and "failed:" in text:
         text = text.split("failed:", 1)[1].strip() or text
     return text[:limit]

@@ -70,13 +70,12 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
                 engine_kwargs={"pool_pre_ping": True},  # a connection that died with a database restart is replaced
             )
         except Exception as e:
-            if not isinstance(e, (IntegrityError, ProgrammingError)) and not any(
-                m in str(e) for m in ("already exists", "duplicate key")
-            ):
-                raise GantrackError(f"Optuna storage {tracking.redact(url)}: {first_line(e)}") from None
             # machines starting together race to create Optuna's tables ("duplicate key ... pg_type"):
             # the loser waits and finds them made
-            if attempt == 9:
+            race = isinstance(e, (IntegrityError, ProgrammingError)) or any(
+                m in str(e) for m in ("already exists", "duplicate key")
+            )
+            if not race or attempt == 9:
                 raise GantrackError(f"Optuna storage {tracking.redact(url)}: {first_line(e)}") from None
             time.sleep(0.5 + attempt * 0.5)
 

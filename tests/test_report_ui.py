@@ -29,7 +29,7 @@ def dump_dom(url: str, budget_ms: int = 20000) -> str:
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",
-            f"--user-data-dir={tempfile.mkdtemp(prefix='gantrack-chromium-')}",  # parallel test workers
+            f"--user-data-dir={tempfile.mkdtemp(prefix='gantrack-chromium-')}",  # its own profile
             f"--virtual-time-budget={budget_ms}",
             "--dump-dom",
             url,

@@ -179,3 +179,8 @@ def test_error_messages_are_one_line_even_from_empty_or_libpq_errors():
     libpq = 'connection to server at "127.0.0.1", port 5999 failed: FATAL:  password authentication failed\nDETAIL: x'
     assert first_line(RuntimeError(libpq)) == "FATAL:  password authentication failed"
     assert len(first_line(RuntimeError("x" * 1000), 120)) == 120
+    sqlalchemy_like = RuntimeError(
+        "(psycopg2.errors.InsufficientPrivilege)\npermission denied for table runs\n[SQL: x]"
+    )
+    assert first_line(sqlalchemy_like, prefer=("denied",)) == "permission denied for table runs"
+    assert first_line(sqlalchemy_like, prefer=("nowhere",)) == "(psycopg2.errors.InsufficientPrivilege)"

@@ -353,12 +353,10 @@ def build_report(
         try:
             report_run = publish_report(experiment, tracking_uri, summary, osc, run_pngs, out)
         except Exception as e:  # a read-only role (direct reads), a store gone: the files are written regardless
+            from ..errors import first_line
             from ..tracking import redact
 
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            # SQLAlchemy puts notes before the database's own message ("permission denied for table ...")
-            why = next((ln for ln in lines if "denied" in ln or "rror" in ln), lines[0] if lines else type(e).__name__)
-            why = why[:300]
+            why = first_line(e, prefer=("denied", "rror"))
             print(
                 f"gantrack: warning: report written to {out} but not logged back to {redact(rs.tracking_uri)}: {why}",
                 file=sys.stderr,

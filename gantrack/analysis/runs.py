@@ -401,7 +401,12 @@ def _read_rest(
     workers = max(1, min(workers, MLFLOW_HTTP_POOL_MAXSIZE.get()))  # every thread gets a pooled connection
     bulk_route = [True]  # cleared by the first 404: an older server without get-history-bulk
 
-    def get(endpoint: str, params, what: str) -> dict:
+    def row(m: dict) -> tuple[int, int, float]:
+        # NaN and ±Infinity arrive as strings (get-history's protobuf JSON) or bare literals (Flask's
+        # JSON in get-history-bulk): float() reads both
+        return int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN"))
+
+    def get(endpoint: str, params, what: str) -> dict | None:
         try:
             r = http_request(creds, endpoint, "GET", params=params, timeout=120, raise_on_status=False)
         except MlflowException as e:
@@ -421,31 +426,26 @@ def _read_rest(
             if token:
                 params["page_token"] = token
             body = get("/api/2.0/mlflow/metrics/get-history", params, f"run {run_id} key {key}")
-            # protobuf JSON writes NaN and ±Infinity as strings: float() reads them
-            out.extend(
-                (int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN")))
-                for m in body.get("metrics", [])
-            )
+            out.extend(map(row, body.get("metrics", [])))
             token = body.get("next_page_token")
             if not token:
                 return out
 
     def bulk(key: str, batch: list[str]):
         """{run: rows} for the batch, or the halves to ask again for when the answer hit the cap."""
-        if len(batch) == 1 or not bulk_route[0]:
-            return {run_id: history(run_id, key) for run_id in batch}, []
-        params = {"run_id": batch, "metric_key": key, "max_results": REST_PAGE}
-        body = get("/ajax-api/2.0/mlflow/metrics/get-history-bulk", params, f"key {key} of {len(batch)} runs")
-        if body is None:
-            bulk_route[0] = False
-            return {run_id: history(run_id, key) for run_id in batch}, []
-        rows = body.get("metrics", [])
-        if len(rows) >= REST_PAGE:  # possibly truncated: ask again in halves
-            return {}, [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
-        out = {run_id: [] for run_id in batch}
-        for m in rows:  # Flask's JSON writes NaN and ±Infinity as bare literals: json reads them
-            out[m["run_id"]].append((int(m.get("step", 0)), int(m.get("timestamp", 0)), float(m.get("value", "NaN"))))
-        return out, []
+        if len(batch) > 1 and bulk_route[0]:
+            params = {"run_id": batch, "metric_key": key, "max_results": REST_PAGE}
+            body = get("/ajax-api/2.0/mlflow/metrics/get-history-bulk", params, f"key {key} of {len(batch)} runs")
+            if body is None:
+                bulk_route[0] = False
+            elif len(body.get("metrics", [])) >= REST_PAGE:  # possibly truncated: ask again in halves
+                return {}, [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+            else:
+                out = {run_id: [] for run_id in batch}
+                for m in body.get("metrics", []):
+                    out[m["run_id"]].append(row(m))
+                return out, []
+        return {run_id: history(run_id, key) for run_id in batch}, []
 
     # batches of up to 100 runs whose expected rows stay under one answer's cap
     sizes = sizes or {}
