@@ -12,6 +12,10 @@ GP_LOSS = "loss/gp"  # WGAN-GP's gradient penalty
 LOSS_KEYS = (D_REAL, D_FAKE, G_LOSS)
 ACC_REAL, ACC_FAKE = "acc/real", "acc/fake"
 PROB_REAL, PROB_FAKE, PROB_GEN = "prob/real", "prob/fake", "prob/gen"
+# gradient norms of each update (``grad_norms``): D on its real half (book schedule), D's whole update, G's
+GRAD_D_REAL, GRAD_D, GRAD_G = "grad/d_real_norm", "grad/d_norm", "grad/g_norm"
+WEIGHTS_D, WEIGHTS_G = "weights/d_norm", "weights/g_norm"  # parameter norms after the step
+DIAGNOSTIC_KEYS = (GRAD_D_REAL, GRAD_D, GRAD_G, WEIGHTS_D, WEIGHTS_G)
 
 # --- probe cells --------------------------------------------------------------------------------
 # A cell is (batch, discriminator, BatchNorm context). Batches: "dbatch" = D's fake half batch,
@@ -34,6 +38,11 @@ def contract_keys() -> list[str]:
     return keys + [probe_key(c, s) for c in CELLS for s in CELL_STATS]
 
 
+def per_step_keys() -> list[str]:
+    """Every per-step metric key gantrack logs: the contract plus the harness's gradient and weight norms."""
+    return contract_keys() + list(DIAGNOSTIC_KEYS)
+
+
 def probe_key(cell: str, stat: str) -> str:
     """``probe/<cell>/<stat>``, e.g. ``probe/dbatch_before/g``."""
     return f"probe/{cell}/{stat}"
@@ -41,14 +50,16 @@ def probe_key(cell: str, stat: str) -> str:
 
 # --- the explanation's factors ---------------------------------------------------------------
 # std(g)/std(d_fake) telescopes through the cells, one difference at a time:
+# ``ratio`` = std(g)/std(d_fake) of the logged curves: the one name it has everywhere (summary column,
+# MLflow metric ``explain/ratio``, report tables)
 FACTORS = {  # name: ((numerator cell, stat), (denominator cell, stat)); "loss" = the logged curves
-    "total": (("loss", G_LOSS), ("loss", D_FAKE)),
+    "ratio": (("loss", G_LOSS), ("loss", D_FAKE)),
     "link": (("dbatch_before", "g"), ("dbatch_before", "d_fake")),  # g- vs d-link, same everything else
     "context": (("dbatch_before_gctx", "g"), ("dbatch_before", "g")),  # BatchNorm context only
     "timing": (("dbatch_after", "g"), ("dbatch_before_gctx", "g")),  # D's update only
     "sampling": (("gbatch_after", "g"), ("dbatch_after", "g")),  # the batch only
 }
-FACTOR_NAMES = ("link", "timing", "context", "sampling", "residual")
+FACTOR_NAMES = ("link", "context", "timing", "sampling", "residual")  # ratio = their product, in this order
 
 # --- update orders (tag gantrack.update_order) ----------------------------------------------------
 # The harness is "d-first" (the book). In the other orders some factors are 1 by construction: D
@@ -63,7 +74,7 @@ def factor_chain(order: str) -> dict[str, tuple | None]:
     if order not in NO_TIMING:
         return dict(FACTORS)
     return {
-        "total": FACTORS["total"],
+        "ratio": FACTORS["ratio"],
         "link": FACTORS["link"],
         "context": FACTORS["context"],
         "timing": None,
@@ -82,10 +93,34 @@ IMAGE_DATASETS = ("mnist-eights", "mnist")  # gantrack.dataset: 28×28 images fo
 TOY_DATASETS = {"quadratic-1d": 2, "ring-2d": 2, "dirac": 1}  # low-dimensional toys: name → data dimension
 DATASETS = IMAGE_DATASETS + tuple(TOY_DATASETS)
 
-# --- tags and artifacts ------------------------------------------------------------------------
+# --- tags (what gantrack sets on runs; the analysis reads them as ``tags.<name>``) ---------------
 TAG_SCENARIO, TAG_LOSS, TAG_SEED = "gantrack.scenario", "gantrack.loss", "gantrack.seed"
+TAG_DATASET, TAG_VERSION, TAG_STEPS = "gantrack.dataset", "gantrack.version", "gantrack.steps"
 TAG_SCHEDULE, TAG_BN_IN_G = "gantrack.schedule", "gantrack.d_bn_in_g_step"
 TAG_ORDER = "gantrack.update_order"
 TAG_ARCH, TAG_PRECISION, TAG_DEVICE = "gantrack.arch", "gantrack.precision", "gantrack.device"
 TAG_KIND, TAG_FAILURE, TAG_HASH = "gantrack.kind", "gantrack.failure", "gantrack.config_hash"
+TAG_STATUS = "gantrack.status"  # training → finished | failed | killed
+TAG_RESUMED_FROM = "gantrack.resumed_from_step"
+TAG_NONFINITE_STEP = "gantrack.nonfinite_step"  # first step with a NaN/inf loss
+TAG_LOOP_SECONDS, TAG_LOOP_CPU_SECONDS = "gantrack.loop_seconds", "gantrack.loop_cpu_seconds"
+TAG_SYNCED_FROM = "gantrack.synced_from"  # the spool file a run's metrics were uploaded from
+TAG_SWEEP_KEY, TAG_SWEEP_RESULT = "gantrack.sweep_key", "gantrack.sweep_result"
+KINDS = ("user-loop", "sweep", "report")  # gantrack.kind; harness runs have none
+# MLflow's own tags that gantrack writes
+TAG_NOTE, TAG_PARENT, TAG_GIT_COMMIT = "mlflow.note.content", "mlflow.parentRunId", "mlflow.source.git.commit"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # opens as model training
+
+# --- metrics of other runs ---------------------------------------------------------------------
+SWEEP_FINISHED, SWEEP_SECONDS = "sweep/finished_runs", "sweep/seconds"  # on a sweep's parent run
+OSC_PREFIX, EXPLAIN_PREFIX = "osc", "explain"  # analysis results logged back: osc/<key>/<measure>, explain/<name>
+
+
+def tag_names() -> list[str]:
+    """Every tag name gantrack sets (the contract test checks runs against it)."""
+    return sorted(v for k, v in globals().items() if k.startswith("TAG_") and isinstance(v, str))
+
+
+# --- artifacts ---------------------------------------------------------------------------------
 PER_SAMPLE_ARTIFACT = "probes/per_sample.npz"  # float32 raw D scores (logits for BCE), one array per cell
+CONFIG_ARTIFACT = "config.json"

@@ -48,9 +48,9 @@ class GantrackCallback(pl.Callback):
         self.probes.end_step()  # its own step count: Lightning's global_step counts optimiser steps
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self.probes is not None and self.probes.run_id:
+        if self.probes is not None and self.probes.run_id and not self.probes.closed:
             self.probes.finish()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self.probes is not None and self.probes.run_id and not getattr(self.probes, "_closed", False):
+        if self.probes is not None and self.probes.run_id and not self.probes.closed:
             self.probes.fail(exception)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,11 +44,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, tracking
+from . import __version__
 from . import contract as C
 from .errors import GantrackError
 from .losses import family
 from .probes import PerSampleRecorder
+from .stepstats import as_floats, bn_stats_frozen, step_metrics
+from .tracked_run import TrackedRun, open_store
 
 ORDERS = {
     "d-first": "D updates, then G on a fresh batch (the book, Keras DCGAN)",
@@ -59,10 +60,6 @@ ORDERS = {
 }
 OUTPUTS = ("logits", "probabilities")
 CONTEXTS = ("batch", "moving")
-
-
-def _bn_layers(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 class LoopProbes:
@@ -113,70 +110,62 @@ class LoopProbes:
         self.experiment, self.tracking_uri, self.run_name = experiment, tracking_uri, run_name
         self.params, self.per_sample, self.flush_every = dict(params or {}), per_sample, flush_every
         self.enabled = enabled
-        self.run_id: str | None = None
+        self.run: TrackedRun | None = None
         self.step = 0
         self._copy = None  # D before its update (order d-first only)
+        self._recorder: PerSampleRecorder | None = None
         self._reset()
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run's id once ``start()`` (or ``with``) has created it."""
+        return self.run.run_id if self.run is not None else None
+
+    @property
+    def closed(self) -> bool:
+        """True once the run has been finished or failed."""
+        return self.run is not None and self.run.closed
 
     # --- the run ------------------------------------------------------------------------------------
     def start(self) -> str:
         """Create the MLflow run; returns its id."""
-        from mlflow.entities import Param
-
         if not self.enabled:
             return ""
-        self.uri = tracking.resolve_tracking_uri(self.tracking_uri)
-        tracking.check_reachable(self.uri)
-        self._client = tracking.client(self.uri)
-        exp_id = tracking.get_or_create_experiment(self._client, self.experiment)
+        if self.run is not None:
+            raise GantrackError(f"LoopProbes already has run {self.run_id}: make a new LoopProbes for a new run")
         tags = {
             C.TAG_LOSS: self.fam.name,
             C.TAG_ORDER: self.order,
             C.TAG_KIND: "user-loop",
             C.TAG_BN_IN_G: self.g_context,
-            "gantrack.version": __version__,
-            "mlflow.note.content": f"Your own loop with gantrack probes ({ORDERS[self.order]}).",
+            C.TAG_VERSION: __version__,
+            C.TAG_NOTE: f"Your own loop with gantrack probes ({ORDERS[self.order]}).",
         }
-        run = tracking.retry(self._client.create_run, exp_id, tags=tags, run_name=self.run_name)
-        self.run_id = run.info.run_id
-        if self.params:
-            params = [Param(k, v[:6000]) for k, v in tracking.flatten(self.params).items()]
-            for i in range(0, len(params), 100):
-                tracking.retry(self._client.log_batch, self.run_id, params=params[i : i + 100])
-        self._buffer = tracking.MetricBuffer(self._client, self.run_id, uri=self.uri)
+        store = open_store(self.tracking_uri)
+        self.run = TrackedRun.create(store, self.experiment, tags, run_name=self.run_name, params=self.params)
         self._recorder = PerSampleRecorder(1024) if self.per_sample else None
-        self._t0 = time.time()
-        return self.run_id
+        return self.run.run_id
 
     def finish(self) -> None:
         """Write what is pending and the per-sample artifact; the run ends FINISHED."""
         if not self.enabled:
             return
         self._need_run()
-        if self._recorder is not None and self._recorder.n:
-            with tempfile.TemporaryDirectory(prefix="gantrack-loop-") as tmp:
-                folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)
-                path = self._recorder.save(Path(tmp) / name)
-                tracking.retry(self._client.log_artifact, self.run_id, str(path), folder)
-        spool = self._buffer.close(final_status="FINISHED")
-        if spool is None:
-            tracking.retry(self._client.set_terminated, self.run_id, "FINISHED")
-        self._closed = True
+        with tempfile.TemporaryDirectory(prefix="gantrack-loop-") as tmp:
+
+            def per_sample_artifact():
+                if self._recorder is not None and self._recorder.n:
+                    folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)
+                    self.run.log_artifact(self._recorder.save(Path(tmp) / name), folder)
+
+            self.run.finish(before_status=per_sample_artifact)
 
     def fail(self, reason: BaseException | str) -> None:
         """End the run FAILED (KILLED for Ctrl-C) with the reason in ``gantrack.failure``."""
         if not self.enabled:
             return
         self._need_run()
-        status = "KILLED" if isinstance(reason, KeyboardInterrupt) else "FAILED"
-        text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
-        try:
-            self._buffer.close()
-            self._client.set_tag(self.run_id, C.TAG_FAILURE, text[:4000])
-            self._client.set_terminated(self.run_id, status)
-        except Exception:  # the store is gone: the spool file holds the metrics
-            pass
-        self._closed = True
+        self.run.fail(reason)
 
     def __enter__(self) -> LoopProbes:
         self.start()
@@ -240,10 +229,11 @@ class LoopProbes:
             g["gbatch_before"] = scores
         self._g = g
 
-    def end_step(self, step: int | None = None) -> None:
-        """After both optimiser steps: the remaining cells, then this step's metrics are logged."""
+    def end_step(self, step: int | None = None) -> dict[str, float]:
+        """After both optimiser steps: the remaining cells, then this step's metrics are logged (and
+        returned: the contract's keys, ``stepstats.step_metrics``)."""
         if not self.enabled:
-            return
+            return {}
         self._need_run()
         if self._d is None or self._g is None:
             missing = " and ".join(n for n, v in (("d_step()", self._d), ("g_step()", self._g)) if v is None)
@@ -261,12 +251,14 @@ class LoopProbes:
             "gbatch_before": g["gbatch_before"],
             "gbatch_after": g["gbatch_after"],
         }
-        self._buffer.add(self.step, self._metrics(cells, d["real"], g["scores"]).items())
+        metrics = as_floats(step_metrics(self.fam, d["dbatch_before"], g["scores"], d["real"], cells))
+        self.run.log(self.step, metrics.items())
         if self._recorder is not None:
             self._recorder.add(self.step, cells)
         if self.step % self.flush_every == 0:
-            self._buffer.flush_in_background()
+            self.run.flush_in_background()
         self._reset()
+        return metrics
 
     # --- internals ------------------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -274,9 +266,9 @@ class LoopProbes:
         self._g: dict | None = None
 
     def _need_run(self) -> None:
-        if self.run_id is None:
+        if self.run is None:
             raise GantrackError("LoopProbes has no run: use `with LoopProbes(...) as probes:` or call start()")
-        if getattr(self, "_closed", False):
+        if self.run.closed:
             raise GantrackError(f"run {self.run_id} is already closed")
 
     def _scores(self, scores: torch.Tensor, n: int | None, name: str) -> torch.Tensor:
@@ -305,22 +297,14 @@ class LoopProbes:
         """No gradients, BatchNorm running statistics and torch's random stream as they were, D's
         mode as the G step uses it (and restored)."""
         models = [m for m in (self.D, self._copy) if m is not None]
-        bns = [bn for m in models for bn in _bn_layers(m)]
-        saved = [dict(bn._buffers) for bn in bns]
         modes = [m.training for m in models]
-        for bn in bns:  # scratch copies: the originals are never written
-            for k, v in list(bn._buffers.items()):
-                if v is not None:
-                    bn._buffers[k] = v.clone()
         devices = [p.device.index for p in self.D.parameters() if p.device.type == "cuda"][:1]
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            with torch.no_grad(), torch.random.fork_rng(devices=devices), bn_stats_frozen(*models):
                 for m in models:
                     m.train(self.g_context == "batch")
                 yield
         finally:
-            for bn, buffers in zip(bns, saved):
-                bn._buffers.update(buffers)
             for m, mode in zip(models, modes):
                 m.train(mode)
 
@@ -330,31 +314,3 @@ class LoopProbes:
         src = list(self.D.parameters()) + [b for b in self.D.buffers()]
         dst = list(self._copy.parameters()) + [b for b in self._copy.buffers()]
         torch._foreach_copy_(dst, src)
-
-    def _metrics(self, cells: dict[str, torch.Tensor], real: torch.Tensor | None, g_scores: torch.Tensor) -> dict:
-        fam = self.fam
-        out_fake, out_gen = fam.output(cells["dbatch_before"]), fam.output(g_scores)
-        vals = {
-            C.D_FAKE: fam.d_fake(out_fake).mean(),
-            C.G_LOSS: fam.g(out_gen).mean(),
-            C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
-            C.PROB_FAKE: out_fake.mean(),
-            C.PROB_GEN: out_gen.mean(),
-        }
-        if real is not None:
-            out_real = fam.output(real)
-            vals.update(
-                {
-                    C.D_REAL: fam.d_real(out_real).mean(),
-                    C.ACC_REAL: (out_real > fam.threshold).float().mean(),
-                    C.PROB_REAL: out_real.mean(),
-                }
-            )
-            vals[C.D_LOSS] = 0.5 * (vals[C.D_REAL] + vals[C.D_FAKE])
-        for name, score in cells.items():
-            out = fam.output(score)
-            vals[C.probe_key(name, "p")] = out.mean()
-            vals[C.probe_key(name, "d_fake")] = fam.d_fake(out).mean()
-            vals[C.probe_key(name, "g")] = fam.g(out).mean()
-        keys = list(vals)
-        return dict(zip(keys, torch.stack([vals[k].float().cpu() for k in keys]).tolist()))  # one sync

@@ -29,19 +29,37 @@ import logging
 import multiprocessing
 import os
 import time
+from contextlib import contextmanager
 from typing import Any
 
 from . import tracking
 from .config import Config
 from .errors import GantrackError, first_line
+from .gridpoint import carry_out, close_parent, parent_run, plan
 
 ATTR_PARENT, ATTR_POINTS, ATTR_SEEDED = "gantrack_parent_run_id", "gantrack_points", "gantrack_seeded"
 
 
-def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
+@contextmanager
+def optuna_quiet():
+    """Optuna's process-wide settings for the block only: its per-trial INFO lines off, and its
+    ExperimentalWarning (heartbeats and stale-trial retries, the behaviour relied on here) silenced;
+    both as they were afterwards."""
     import warnings
 
     import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import OperationalError
 
@@ -55,9 +73,6 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
             except OperationalError as e:
                 logging.getLogger("gantrack").warning("heartbeat not recorded (%s); next beat retries", first_line(e))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # heartbeats and stale-trial retries are marked experimental in Optuna 4-5: the behaviour is what we rely on
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     for attempt in range(10):
@@ -102,8 +117,6 @@ def _open_study(configs: list[Config], grid, storage, uri: str, key: str, label:
     import optuna
     from optuna.exceptions import DuplicatedStudyError
 
-    from .sweep import parent_run
-
     name = f"gantrack-sweep-{key}"
     try:
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=False)
@@ -135,8 +148,6 @@ def _open_study(configs: list[Config], grid, storage, uri: str, key: str, label:
 def _objective(configs: list[Config], uri: str, parent: str):
     import optuna
 
-    from .sweep import _work, plan
-
     def objective(trial) -> float:
         point = trial.user_attrs.get("point")
         if point is None:  # a fresh trial, not one of ours: the queue ran empty under us
@@ -144,7 +155,7 @@ def _objective(configs: list[Config], uri: str, parent: str):
         cfg = configs[point]
         kind, run_id = plan(tracking.client(uri), cfg)
         if kind != "reuse":
-            run_id = _work(kind, cfg, uri, run_id, parent)
+            run_id = carry_out(kind, cfg, uri, run_id, parent)
         trial.set_user_attr("mlflow_run_id", run_id)
         return 0.0
 
@@ -167,6 +178,11 @@ def _state(study) -> tuple[set[int], int, int, set[int]]:
 
 def worker(configs, grid, url: str, uri: str, key: str, label: str, options: dict[str, Any]) -> None:
     """One worker loop: pop and train points until every point is done (or failed for good)."""
+    with optuna_quiet():
+        _work_on(configs, grid, url, uri, key, label, options)
+
+
+def _work_on(configs, grid, url: str, uri: str, key: str, label: str, options: dict[str, Any]) -> None:
     import optuna
 
     storage = _storage(url, options["heartbeat"], options["grace"], options["max_retry"])
@@ -240,8 +256,9 @@ def shared_sweep(
 def _finish(configs, url, uri, key, heartbeat, grace, max_retry) -> dict[str, Any]:
     import optuna
 
-    storage = _storage(url, heartbeat, grace, max_retry)
-    study = optuna.load_study(study_name=f"gantrack-sweep-{key}", storage=storage)
+    with optuna_quiet():
+        storage = _storage(url, heartbeat, grace, max_retry)
+        study = optuna.load_study(study_name=f"gantrack-sweep-{key}", storage=storage)
     complete, _, _, failed = _state(study)
     parent = study.user_attrs[ATTR_PARENT]
     from optuna.trial import TrialState
@@ -251,6 +268,5 @@ def _finish(configs, url, uri, key, heartbeat, grace, max_retry) -> dict[str, An
     )
     mlclient = tracking.client(uri)
     if len(complete) + len(failed) >= len(configs):  # the last worker to finish closes the parent run
-        tracking.retry(mlclient.set_tag, parent, "gantrack.sweep_result", f"{len(ids)} finished, {len(failed)} failed")
-        tracking.retry(mlclient.set_terminated, parent, "FINISHED" if not failed else "FAILED")
+        close_parent(mlclient, parent, len(ids), len(failed))
     return {"parent": parent, "runs": ids, "failed": len(failed), "pid": os.getpid()}

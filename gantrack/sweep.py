@@ -12,18 +12,18 @@ goes through ``tracking.retry`` (exponential back-off) and metrics are written i
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from . import contract as C
 from . import tracking
 from .config import RUN_SETTINGS, Config, apply_overrides, load_toml, validate
 from .errors import GantrackError, first_line
+from .gridpoint import carry_out, close_parent, parent_run, plan, sweep_key
 
 CHECKPOINT_EVERY = 50  # sweeps checkpoint by default so a killed sweep resumes its runs
 
@@ -107,32 +107,6 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             proc.kill()
 
 
-def _work(kind: str, cfg: Config, uri: str, run_id: str | None, parent: str | None) -> str:
-    from .harness import resume, train
-
-    if kind == "resume":
-        return resume(run_id, tracking_uri=uri, quiet=True)
-    return train(cfg, tracking_uri=uri, quiet=True, parent_run_id=parent)
-
-
-def plan(mlclient, cfg: Config) -> tuple[str, str | None]:
-    """What to do for ``cfg`` in its experiment: ("reuse", FINISHED run), ("resume", an unfinished run
-    that left a checkpoint) or ("train", None)."""
-    from .harness import checkpoint_path
-
-    exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # creates the DB once, up front
-    found = tracking.retry(
-        mlclient.search_runs, [exp_id], f"tags.`gantrack.config_hash` = '{cfg.config_hash()}'", max_results=100
-    )
-    done = [r for r in found if r.info.status == "FINISHED"]
-    if done:
-        return "reuse", done[0].info.run_id
-    resumable = [r for r in found if r.info.status != "FINISHED" and checkpoint_path(cfg, r.info.run_id).is_file()]
-    if resumable:
-        return "resume", resumable[0].info.run_id
-    return "train", None
-
-
 def run_configs(
     configs: list[Config],
     tracking_uri: str | None = None,
@@ -174,7 +148,7 @@ def run_configs(
     )
     try:
         futures = {
-            pool.submit(_work, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id): (i, cfg)
+            pool.submit(carry_out, kind, cfg.replace(threads=cfg.threads or threads), uri, rid, parent_run_id): (i, cfg)
             for i, kind, cfg, rid in todo
         }
         for fut in as_completed(futures):
@@ -197,32 +171,6 @@ def run_configs(
             flush=True,
         )
     return [i for i in ids if i is not None]
-
-
-def sweep_key(base: Config, grid: dict[str, list[Any]]) -> str:
-    """A sweep's identity: its grid and base config (the same command on any machine gives the same key)."""
-    text = json.dumps({"grid": grid, "base": base.config_hash()}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def parent_run(mlclient, exp_id: str, key: str, label: str, grid: dict, n_runs: int) -> str:
-    """The sweep's parent run: the one already tagged with ``key`` (set RUNNING again) or a new one."""
-    existing = tracking.retry(mlclient.search_runs, [exp_id], f"tags.`gantrack.sweep_key` = '{key}'", max_results=1)
-    if existing:
-        parent = existing[0].info.run_id
-        tracking.retry(mlclient.update_run, parent, status="RUNNING")
-        return parent
-    return tracking.retry(
-        mlclient.create_run,
-        exp_id,
-        run_name=label,
-        tags={
-            "gantrack.kind": "sweep",
-            "gantrack.sweep_key": key,
-            "mlflow.note.content": f"gantrack sweep over {', '.join(f'{k}={v}' for k, v in grid.items())} "
-            f"({n_runs} runs)",
-        },
-    ).info.run_id
 
 
 def sweep(
@@ -264,8 +212,7 @@ def sweep(
         )
         raise
     failed = len(configs) - len(ids)
-    tracking.retry(mlclient.set_tag, parent, "gantrack.sweep_result", f"{len(ids)} finished, {failed} failed")
-    tracking.retry(mlclient.log_metric, parent, "sweep/finished_runs", len(ids))
-    tracking.retry(mlclient.log_metric, parent, "sweep/seconds", time.time() - t0)
-    tracking.retry(mlclient.set_terminated, parent, "FINISHED" if not failed else "FAILED")
+    tracking.retry(mlclient.log_metric, parent, C.SWEEP_FINISHED, len(ids))
+    tracking.retry(mlclient.log_metric, parent, C.SWEEP_SECONDS, time.time() - t0)
+    close_parent(mlclient, parent, len(ids), failed)
     return {"parent": parent, "runs": ids, "failed": failed}

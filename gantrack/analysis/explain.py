@@ -150,7 +150,7 @@ def _factor_table(raw: dict, idx: np.ndarray, alpha: float, order: str) -> pd.Da
     rows = []
     chain = C.factor_chain(order)
     old_grid = C.probe_key("dbatch_before_gctx", "g") not in raw
-    for name in ("total", "link", "context", "timing", "sampling"):
+    for name in ("ratio", "link", "context", "timing", "sampling"):
         if chain[name] is None:  # 1 by construction in this update order
             rows.append(
                 {
@@ -194,7 +194,7 @@ def _factor_table(raw: dict, idx: np.ndarray, alpha: float, order: str) -> pd.Da
     product = (
         float(parts.fillna(1.0).prod()) if old_grid and parts.drop("context").notna().all() else float(parts.prod())
     )
-    total = f.loc["total", "estimate"]
+    total = f.loc["ratio", "estimate"]
     f.loc["residual"] = {
         "estimate": total / product if np.isfinite(product) else np.nan,
         "lo": np.nan,
@@ -342,7 +342,7 @@ def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) 
         lawed["law_verdict"] = "unavailable"
     factors["predicted"] = np.where(factors["factor"] == "link", lawed.get("predicted_link", np.nan), np.nan)
     factors["predicted_simple"] = np.where(factors["factor"] == "link", simple, np.nan)
-    factors = factors[factors["factor"] != "total"].reset_index(drop=True)
+    factors = factors[factors["factor"] != "ratio"].reset_index(drop=True)
 
     imp_boot = _ratio_std(q_hat[idx], p_hat[idx])
     spec = pair_spectrum(detrended[C.D_FAKE], detrended[C.G_LOSS], spacing, opt.nperseg)
@@ -361,9 +361,9 @@ def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) 
         "family": fam_name,
         "n": n,
         "block_length": b * spacing,
-        "ratio": est.loc["total", "estimate"],
-        "ratio_lo": est.loc["total", "lo"],
-        "ratio_hi": est.loc["total", "hi"],
+        "ratio": est.loc["ratio", "estimate"],
+        "ratio_lo": est.loc["ratio", "lo"],
+        "ratio_hi": est.loc["ratio", "hi"],
         **ci("link"),
         **ci("context"),
         **ci("timing"),

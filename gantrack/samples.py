@@ -1,0 +1,39 @@
+"""Sample grids: G's output on a fixed latent batch, drawn from a random stream of its own (the
+training stream is untouched), as a 5×5 image grid or, for the toys, a scatter against the data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data, figures
+
+
+class SampleGrid:
+    """The fixed latent batch of a run and the picture of what G makes of it."""
+
+    def __init__(self, gan, n: int = 25):
+        g = torch.Generator().manual_seed(gan.cfg.seed + 1_000_003)
+        self.z = torch.randn(n if gan.real is not None else 500, gan.cfg.latent_dim, generator=g)
+        self.reference = None if gan.real is not None else data.TOYS[gan.cfg.dataset](500, g).numpy()
+
+    def save(self, gan, step: int, folder: Path) -> Path:
+        with torch.no_grad():
+            gan.G.eval()
+            x = gan.g(self.z.to(gan.device)).cpu().numpy()
+            gan.G.train()
+        path = folder / f"samples_step{step:06d}.png"
+        if self.reference is None:
+            n, side = len(x), int(math.ceil(math.sqrt(len(x))))
+            tiles = np.ones((side * side, 28, 28), dtype=np.float32)
+            tiles[:n] = (x[:, 0] + 1) / 2
+            grid = tiles.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)
+            figures.imsave(path, 1 - grid, cmap="gray", vmin=0, vmax=1)
+        else:
+            fig = figures.scatter_samples(self.reference, x, f"step {step}")
+            fig.savefig(path, dpi=80)
+            figures.close(fig)
+        return path

@@ -1,0 +1,97 @@
+"""A training step's numbers, computed in one place for the harness and for ``LoopProbes``.
+
+- ``bn_stats_frozen``: forward passes in train mode that leave BatchNorm's running statistics as
+  they were (the probe passes, and D in the generator step where Keras 2.2.4 uses batch statistics);
+- ``step_metrics``: the per-step metric contract (``contract``: ``loss/*``, ``acc/*``, ``prob/*`` and
+  ``probe/<cell>/<stat>``) from D's raw scores — the same function of the same scores, whoever
+  trained the step, so a harness run and a user's loop that see the same batches log the same dict;
+- ``as_floats``: those 0-dim tensors as Python floats with one device sync.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from . import contract as C
+from .losses import LossFamily
+
+
+def bn_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
+
+
+@contextmanager
+def bn_stats_frozen(*modules: nn.Module):
+    """Run forward passes in train mode without moving BatchNorm's running statistics.
+
+    The layers get scratch copies of their buffers for the duration and the originals back
+    afterwards; the originals are never written, so autograd's saved-tensor versions stay valid.
+    """
+    bns = [bn for m in modules for bn in bn_layers(m)]
+    saved = [dict(m._buffers) for m in bns]
+    for m in bns:
+        for name, buf in list(m._buffers.items()):
+            if buf is not None:
+                m._buffers[name] = buf.clone()
+    try:
+        yield
+    finally:
+        for m, buffers in zip(bns, saved):
+            m._buffers.update(buffers)
+
+
+def cell_stats(fam: LossFamily, cells: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``probe/<cell>/p``, ``/d_fake`` and ``/g`` of each cell's raw scores (batch means)."""
+    out = {}
+    for name, score in cells.items():
+        o = fam.output(score)
+        out[C.probe_key(name, "p")] = o.mean()
+        out[C.probe_key(name, "d_fake")] = fam.d_fake(o).mean()
+        out[C.probe_key(name, "g")] = fam.g(o).mean()
+    return out
+
+
+def step_metrics(
+    fam: LossFamily,
+    fake_scores: torch.Tensor,
+    gen_scores: torch.Tensor,
+    real_scores: torch.Tensor | None = None,
+    cells: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The contract's per-step values (0-dim tensors) from D's raw scores (logits or critic values).
+
+    ``fake_scores``: D's fake batch in D's step (before D's update: ``loss/d_fake``); ``gen_scores``:
+    G's batch as the generator loss saw it (``loss/g``); ``real_scores``: D's real batch (``loss/d_real``,
+    ``acc/real``, ``prob/real`` and ``loss/d`` = the mean of the two halves); ``cells``: the probe
+    cells' raw scores (``contract.CELLS``).
+    """
+    out_fake, out_gen = fam.output(fake_scores.detach()), fam.output(gen_scores.detach())
+    m = {
+        C.D_FAKE: fam.d_fake(out_fake).mean(),
+        C.G_LOSS: fam.g(out_gen).mean(),
+        C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
+        C.PROB_FAKE: out_fake.mean(),
+        C.PROB_GEN: out_gen.mean(),
+    }
+    if real_scores is not None:
+        out_real = fam.output(real_scores.detach())
+        m[C.D_REAL] = fam.d_real(out_real).mean()
+        m[C.ACC_REAL] = (out_real > fam.threshold).float().mean()
+        m[C.PROB_REAL] = out_real.mean()
+        # the mean of the two halves (what a joint batch reports); the book logs d1, d2 apart
+        m[C.D_LOSS] = 0.5 * (m[C.D_REAL] + m[C.D_FAKE])
+    if cells:
+        m.update(cell_stats(fam, cells))
+    return m
+
+
+def as_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """0-dim tensors as floats: one stack and one device sync, not one per key."""
+    keys = list(metrics)
+    if not keys:
+        return {}
+    return dict(zip(keys, torch.stack([metrics[k].detach().float() for k in keys]).cpu().tolist()))
