@@ -73,13 +73,9 @@ def _keymaps(args) -> int:
 def _print_report(rep, tracking_uri, experiment) -> None:
     print(f"report: {rep.html.resolve()}")
     print(f"markdown: {rep.markdown.resolve()}")
-    from .tracking import redact
+    from .analysis.report import ui_hint
 
-    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        print(f"browse the runs: {redact(tracking_uri)} (the tracking server's UI), experiment {experiment}")
-        return
-    uri = f" --tracking-uri {redact(tracking_uri)}" if tracking_uri else ""
-    print(f"browse the runs: gantrack ui{uri} --experiment {experiment}   (MLflow UI on http://127.0.0.1:5000)")
+    print(ui_hint(tracking_uri or "", experiment))
 
 
 def _study(args) -> int:

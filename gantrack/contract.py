@@ -10,6 +10,7 @@ from __future__ import annotations
 D_REAL, D_FAKE, D_LOSS, G_LOSS = "loss/d_real", "loss/d_fake", "loss/d", "loss/g"
 GP_LOSS = "loss/gp"  # WGAN-GP's gradient penalty
 LOSS_KEYS = (D_REAL, D_FAKE, G_LOSS)
+LOSS_COMPONENTS = (D_REAL, D_FAKE, D_LOSS, G_LOSS, GP_LOSS)  # every loss/* key (a NaN in one stops the run)
 ACC_REAL, ACC_FAKE = "acc/real", "acc/fake"
 PROB_REAL, PROB_FAKE, PROB_GEN = "prob/real", "prob/fake", "prob/gen"
 # gradient norms of each update (``grad_norms``): D on its real half (book schedule), D's whole update, G's

@@ -403,7 +403,7 @@ def _loop(
             run.log(step, metrics.items())
             for k, v in metrics.items():
                 history.setdefault(k, []).append(v)
-            bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
+            bad = [k for k, v in metrics.items() if k in C.LOSS_COMPONENTS and not math.isfinite(v)]
             if bad:
                 run.set_tag(C.TAG_NONFINITE_STEP, str(step), best_effort=True)
                 if not cfg.allow_nan:

@@ -35,14 +35,14 @@ def tutorial_checks(runset) -> pd.DataFrame:
     m = runset.metrics
     rows = []
     for _, run in runset.runs.iterrows():
-        scenario = run.get("tags.gantrack.scenario")
+        scenario = run.get(f"tags.{C.TAG_SCENARIO}")
         if scenario not in CHAPTER10:
             continue
         sub = m[m["run_id"] == run["run_id"]]
         wide = sub.pivot_table(index="step", columns="key", values="value", aggfunc="last", observed=True)
         wide.columns = wide.columns.astype(str)
         late = _late(wide)
-        seed = run.get("tags.gantrack.seed")
+        seed = run.get(f"tags.{C.TAG_SEED}")
         arch = run.get(f"tags.{C.TAG_ARCH}")
 
         def add(stat, says, value, ok, scenario=scenario, seed=seed, arch=arch):  # bound now: used in this iteration
@@ -63,13 +63,13 @@ def tutorial_checks(runset) -> pd.DataFrame:
             add(
                 "mean d_real, d_fake (2nd half)",
                 "about 0.5-0.8" if scenario == "stable" else "(no figure given)",
-                f"{d['loss/d_real']:.2f}, {d['loss/d_fake']:.2f}",
+                f"{d[C.D_REAL]:.2f}, {d[C.D_FAKE]:.2f}",
                 bool((d.between(0.5, 0.8)).all()) if scenario == "stable" else None,
             )
             add(
                 "mean g (2nd half)",
                 "1.0-2.0" if scenario == "stable" else "(no figure given)",
-                f"{late['loss/g'].mean():.2f}",
+                f"{late[C.G_LOSS].mean():.2f}",
                 bool(1.0 <= late[C.G_LOSS].mean() <= 2.0) if scenario == "stable" else None,
             )
             acc = late[[C.ACC_REAL, C.ACC_FAKE]].mean().mean()
@@ -93,19 +93,19 @@ def tutorial_checks(runset) -> pd.DataFrame:
             add(
                 "mean loss/d, g (2nd half)",
                 "d ≈ 0",
-                f"{late['loss/d'].mean():.3f}, {late['loss/g'].mean():.2f}",
+                f"{late[C.D_LOSS].mean():.3f}, {late[C.G_LOSS].mean():.2f}",
                 bool(late[C.D_LOSS].mean() < 0.05),
             )
         elif scenario == "convergence-failure-adam":
             add(
                 "mean d_real, d_fake (2nd half)",
                 "near 0",
-                f"{d['loss/d_real']:.3f}, {d['loss/d_fake']:.3f}",
+                f"{d[C.D_REAL]:.3f}, {d[C.D_FAKE]:.3f}",
                 bool((d < 0.1).all()),
             )
             gmax = float(late[C.G_LOSS].max())
             add(
-                "g in the 2nd half (mean, max)", "climbs past 10", f"{late['loss/g'].mean():.2f}, {gmax:.2f}", gmax > 10
+                "g in the 2nd half (mean, max)", "climbs past 10", f"{late[C.G_LOSS].mean():.2f}, {gmax:.2f}", gmax > 10
             )
     return pd.DataFrame(rows)
 

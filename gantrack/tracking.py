@@ -24,12 +24,13 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from . import contract as C
 from .errors import GantrackError, first_line
 
 log = logging.getLogger("gantrack")
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3 opens experiments as GenAI unless set
-EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3 opens experiments as GenAI unless the experiment tag says model training
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = C.EXPERIMENT_KIND_TAG, C.EXPERIMENT_KIND
 
 
 def default_tracking_uri() -> str:
@@ -438,7 +439,7 @@ def sync_spool(path: str | Path, tracking_uri: str | None = None) -> int:
             retry(mlclient.log_batch, run_id, metrics=metrics[i : i + 1000])
         n += len(metrics)
         if run_id in status:
-            retry(mlclient.set_tag, run_id, "gantrack.synced_from", str(p))
+            retry(mlclient.set_tag, run_id, C.TAG_SYNCED_FROM, str(p))
             retry(mlclient.set_terminated, run_id, status[run_id])
     p.rename(p.with_suffix(".synced"))
     return n

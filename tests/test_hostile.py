@@ -128,7 +128,7 @@ def test_oscillation_entry_points(frame):
     for run_id in frame["run_id"].unique()[:1]:
         ex = _ok_or_clear(explain, frame, run_id, n_boot=20)
         if ex is not None:
-            assert set(ex) == {"factors", "summary", "spectrum", "curves"}
+            assert set(ex) == {"factors", "summary", "spectrum", "curves", "implied"}
 
 
 @MANY

@@ -37,11 +37,91 @@ from .. import contract as C
 from ..errors import GantrackError
 from ..losses import family as loss_family
 from . import law
-from .oscillation import Options, acf, block_indices, pair_spectrum, period_and_block, prepare, welch_psd
+from .columns import returns_section
+from .oscillation import (
+    Options,
+    acf,
+    block_indices,
+    pair_spectrum,
+    period_and_block,
+    prepare,
+    series_rng,
+    welch_psd,
+)
 
 TOLERANCE = 0.15  # |predicted/measured - 1| a law must stay within to "hold"
 SLOW_PERIOD = 16.0  # steps: the slow/fast band split of the frequency-resolved law
 WINDOWS = 4  # stretches of the run with their own operating point in the law
+SERIES_KEYS = tuple(sorted({C.D_FAKE, C.G_LOSS} | {C.probe_key(c, s) for c in C.CELLS for s in C.CELL_STATS}))
+
+
+def _with_ci(name: str, what: str) -> dict[str, str]:
+    return {name: what, f"{name}_lo": f"lower bound of {name}'s CI", f"{name}_hi": f"upper bound of {name}'s CI"}
+
+
+FACTOR_COLUMNS = {
+    "run_id": "the run",
+    "factor": "link, context, timing, sampling or residual (their product is ratio)",
+    "estimate": "the factor: a ratio of two probe series' standard deviations (contract.FACTORS)",
+    "lo": "lower bound of the block-bootstrap CI",
+    "hi": "upper bound of the block-bootstrap CI",
+    "reason": "why the factor is 1 by construction, missing or qualified (empty otherwise)",
+    "share": "log(estimate) / log(ratio): the factor's part of the ratio",
+    "predicted": "link row: the per-sample law's prediction",
+    "predicted_simple": "link row: the simple law |g'(p̄)| / |d_fake'(p̄)| ((1-p̄)/p̄ for nsgan)",
+}
+SUMMARY_COLUMNS = {
+    "run_id": "the run",
+    "family": "loss family (tag gantrack.loss, or the family= argument)",
+    "n": "steps analysed: after burn-in, shared by every series",
+    "block_length": "block-bootstrap block length (steps; ≥ 3 periods of g)",
+    **_with_ci("ratio", "std(loss/g) / std(loss/d_fake): the question's number"),
+    **_with_ci("link", "std(g) / std(d_fake) on D's fake batch under D before its update: the links alone"),
+    **_with_ci("context", "D step's vs G step's BatchNorm context, same D, same batch"),
+    **_with_ci("timing", "D before vs after its update, same batch, G step's context"),
+    **_with_ci("sampling", "D's fake batch vs G's batch, same D"),
+    "residual": "ratio / (link × context × timing × sampling): 1 unless the logged curves are not the cells",
+    "p_bar": "operating point: mean D(G(z)) on D's fake batch (probes) or implied by d_fake",
+    "p_bar_source": "'probes' or 'implied by d_fake'",
+    "update_order": "tag gantrack.update_order (which factors exist)",
+    "predicted_link_simple": "the simple law at p̄: |g'(p̄)| / |d_fake'(p̄)|",
+    "predicted_link": "the per-sample law's link (law.py: five numbers per quarter of the run)",
+    "predicted_ratio": "the same law applied to D's batch and G's batch: the whole ratio",
+    **_with_ci("link_error", "predicted_link / link - 1"),
+    **_with_ci("ratio_error", "predicted_ratio / ratio - 1"),
+    "law_operating_points": "D output at each quarter's mean score",
+    "law_shift_sds": "sd of the common shift in each quarter",
+    "law_spread_sds": "sd of the spread's swing in each quarter",
+    "law_corr_shift_spread": "mean correlation of shift and spread over the quarters",
+    "predicted_link_shift_only": "the law with the spread held still: what the common shift carries",
+    "predicted_link_spread_only": "the law with the shift held still: what the spread carries",
+    "predicted_link_path": "diagnostic: the links applied to each step's own mean and spread",
+    **_with_ci("link_path_error", "predicted_link_path / link - 1"),
+    "predicted_link_linear": "first order: the gain at the average operating point, one window",
+    "link_linear_error": "predicted_link_linear / link - 1",
+    "law_shift_skew": "skewness of the common shift over the run",
+    "link_slow": "link in the slow band (periods > 16 steps, zero-phase Butterworth)",
+    "predicted_link_slow": "the law's link in the slow band",
+    "link_fast": "link in the fast band (periods ≤ 16 steps)",
+    "predicted_link_fast": "the law's link in the fast band",
+    "law_verdict": "holds (link_error's CI inside ±15 %), fails (outside), undecided (straddles), unavailable",
+    "law_reason": "why the law misses, cannot decide, or is unavailable (empty when it holds)",
+    "p_dbatch_before": "mean D output of the cell dbatch_before",
+    "p_dbatch_before_gctx": "mean D output of the cell dbatch_before_gctx",
+    "p_dbatch_after": "mean D output of the cell dbatch_after",
+    "p_gbatch_after": "mean D output of the cell gbatch_after",
+    "corr": "correlation of loss/d_fake and loss/g",
+    "implied_p_mean": "mean of p̂, the D output d_fake implies (1 - exp(-d_fake) for nsgan)",
+    "implied_q_mean": "mean of q̂, the D output g implies (exp(-g) for nsgan)",
+    "implied_p_std": "std of p̂",
+    "implied_q_std": "std of q̂",
+    **_with_ci("implied_ratio", "std(q̂) / std(p̂): the ratio in probability space"),
+    "coherence_mean": "mean coherence of d_fake and g over the non-zero frequencies",
+    "coherent_fraction": "share of frequencies with coherence > 0.5",
+    "transfer_gain_coherent": "median |CSD| / PSD(d_fake) where coherent: the gain frequency by frequency",
+    "g_period": "dominant period of g (steps; whether or not significant)",
+    "missing_probes": "probe keys the run lacks (comma-separated)",
+}
 
 
 def _tag_of(runs: pd.DataFrame | None, run_id: str, tag: str, default: str) -> str:
@@ -89,16 +169,22 @@ def explain(
     runs: pd.DataFrame | None = None,
     family: str | None = None,
     per_sample: dict | None = None,
+    prepared: tuple | None = None,
     **options,
 ) -> dict[str, pd.DataFrame]:
-    """Tidy tables for one run: ``factors`` (factor, estimate, lo, hi, share, predicted, reason),
-    ``summary`` (one row), ``spectrum`` (coherence and transfer gain of g on d_fake by frequency).
+    """Why does g swing while d_fake looks calm? Tidy tables for one run.
 
     ``metrics``: the long frame of ``load_runs`` or a ``RunSet`` (whose per-sample probes are then
     read from MLflow); ``run_id`` may be omitted when the frame holds one run; ``family``: the loss
     family (default: the run's ``gantrack.loss`` tag, else nsgan); ``per_sample``: the arrays of
     ``gantrack.probes.read_per_sample`` (default: from the RunSet, if any). ``options``: as for
-    ``oscillation`` (burn_in, n_boot, ci, seed, nperseg, ...).
+    ``oscillation`` (burn_in, n_boot, ci, seed, nperseg, ...). ``prepared``: ``oscillation.prepare``'s
+    (series, failed) for this run's ``SERIES_KEYS``, when the caller has prepared them already.
+
+    Returns a dict of DataFrames: ``summary`` (one row, the columns below), ``factors`` (one row per
+    factor: ``FACTOR_COLUMNS``), ``spectrum`` (run_id, frequency, coherence, phase_deg, transfer_gain,
+    psd_x, predicted_gain), ``curves`` (run_id, key, kind "psd"/"acf", x, y, first_step: what the
+    figures draw) and ``implied`` (run_id, step, p_hat, q_hat over the analysed steps).
     """
     runset = None
     if hasattr(metrics, "metrics"):
@@ -119,20 +205,23 @@ def explain(
             per_sample = runset.per_sample(run_id)
         except GantrackError as e:
             per_sample_reason = str(e)
+    if prepared is None:
+        prepared = prepare(metrics[metrics["run_id"].astype(str) == run_id], SERIES_KEYS, opt)
     with np.errstate(all="ignore"):
-        return _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason)
+        return _explain(prepared, run_id, runs, family, opt, per_sample, per_sample_reason)
+
+
+explain.__doc__ += returns_section("summary, one row:", SUMMARY_COLUMNS)
 
 
 # --- sections -------------------------------------------------------------------------------------
 
 
-def _aligned_series(metrics, run_id, opt):
+def _aligned_series(prepared, run_id, opt):
     """Every factor series of the run on the steps they all share (after burn-in)."""
-    sub = metrics[metrics["run_id"].astype(str) == run_id]
-    keys = sorted({C.D_FAKE, C.G_LOSS} | {C.probe_key(c, stat) for c in C.CELLS for stat in C.CELL_STATS})
-    series, failed = prepare(sub, keys, opt)
-    by = {s.key: s for s in series}
-    missing = {f["key"]: f["reason"] for f in failed}
+    series, failed = prepared
+    by = {s.key: s for s in series if s.run_id == run_id and s.key in SERIES_KEYS}
+    missing = {f["key"]: f["reason"] for f in failed if f["run_id"] == run_id}
     for need in (C.D_FAKE, C.G_LOSS):
         if need not in by:
             raise GantrackError(f"run {run_id}: {need} cannot be analysed ({missing.get(need, 'missing')})")
@@ -314,16 +403,16 @@ def _why_not(s: dict, fam_name: str) -> str:
     return diag
 
 
-def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) -> dict[str, pd.DataFrame]:
+def _explain(prepared, run_id, runs, family, opt, per_sample, per_sample_reason) -> dict[str, pd.DataFrame]:
     fam_name = _family_of(runs, run_id, family)
     fam = loss_family(fam_name)
     order = _tag_of(runs, run_id, C.TAG_ORDER, "d-first")
     if order not in C.UPDATE_ORDERS:
         raise GantrackError(f"run {run_id}: unknown update order {order!r} in tag {C.TAG_ORDER}")
-    common, raw, detrended, spacing = _aligned_series(metrics, run_id, opt)
+    common, raw, detrended, spacing = _aligned_series(prepared, run_id, opt)
     n = len(common)
     period, b = period_and_block(detrended[C.G_LOSS], spacing, opt.nperseg)
-    idx = block_indices(n, b, opt.n_boot, np.random.default_rng(opt.seed))
+    idx = block_indices(n, b, opt.n_boot, series_rng(opt.seed, run_id))
     alpha = (1 - opt.ci) / 2
     factors = _factor_table(raw, idx, alpha, order)
     est = factors.set_index("factor")
@@ -401,10 +490,11 @@ def _explain(metrics, run_id, runs, family, opt, per_sample, per_sample_reason) 
     spec.insert(0, "run_id", run_id)
     factors.insert(0, "run_id", run_id)
     return {
-        "factors": factors,
-        "summary": pd.DataFrame([row]),
+        "factors": factors[list(FACTOR_COLUMNS)],
+        "summary": pd.DataFrame([row]).reindex(columns=list(SUMMARY_COLUMNS)),
         "spectrum": spec,
         "curves": _curves(run_id, common, detrended, spacing, opt),
+        "implied": pd.DataFrame({"run_id": run_id, "step": common, "p_hat": p_hat, "q_hat": q_hat}),
     }
 
 

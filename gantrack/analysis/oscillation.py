@@ -57,41 +57,46 @@ from scipy import signal, stats
 
 from .. import contract as C
 from ..errors import GantrackError
+from .columns import document
 from .runs import dedupe
 
 BANDS = (("low", 0.0, 0.05), ("mid", 0.05, 0.25), ("high", 0.25, 0.5000001))
-MEASURES = [
-    "n",
-    "spacing",
-    "n_filled",
-    "mean",
-    "std",
-    "std_detrended",
-    "cv",
-    "skew",
-    "kurtosis",
-    "total_power",
-    "dominant_frequency",
-    "dominant_period",
-    "peak_ratio",
-    "peak_p",
-    "ar2_period",
-    "ar2_radius",
-    "power_low",
-    "power_mid",
-    "power_high",
-    "spectral_entropy",
-    "spectral_flatness",
-    "acf_lag1",
-    "acf_first_zero",
-    "iat",
-    "ljungbox_p",
-    "block_length",
-    "mean_lo",
-    "mean_hi",
-    "std_lo",
-    "std_hi",
-]
+COLUMNS = {
+    "run_id": "the run",
+    "key": "the metric key",
+    "n": "points analysed (after burn-in, on the regular grid)",
+    "spacing": "grid spacing in steps (gcd of the logged step differences)",
+    "n_filled": "grid points filled by linear interpolation",
+    "mean": "mean of the raw values",
+    "std": "standard deviation of the raw values (ddof=1)",
+    "std_detrended": "standard deviation after detrending (what the spectral measures see)",
+    "cv": "std / |mean|",
+    "skew": "sample skewness of the raw values (scipy.stats.skew, biased)",
+    "kurtosis": "excess kurtosis of the raw values (scipy.stats.kurtosis, Fisher, biased)",
+    "total_power": "integral of the Welch PSD (≈ detrended variance)",
+    "dominant_frequency": "frequency of the PSD's largest non-zero bin, parabola-refined (cycles/step)",
+    "dominant_period": "1 / dominant_frequency (steps)",
+    "peak_ratio": "PSD at the peak over the AR(1) red-noise background",
+    "peak_p": "chi-square p-value of peak_ratio, Bonferroni over the bins searched",
+    "ar2_period": "period of an AR(2) Yule-Walker fit when its roots are complex (steps)",
+    "ar2_radius": "damping radius of that AR(2) fit (1 = undamped)",
+    "power_low": "share of power at f < 0.05 cycles/step (periods > 20 steps)",
+    "power_mid": "share of power at 0.05 ≤ f < 0.25 (periods 4-20 steps)",
+    "power_high": "share of power at f ≥ 0.25 (periods < 4 steps: the D/G ping-pong)",
+    "spectral_entropy": "Shannon entropy of the normalised PSD over log(bins) (1 = flat)",
+    "spectral_flatness": "geometric over arithmetic mean of the PSD",
+    "acf_lag1": "lag-1 autocorrelation (biased estimator)",
+    "acf_first_zero": "first lag with ACF ≤ 0, up to max_lag (steps)",
+    "iat": "integrated autocorrelation time, Geyer's initial monotone sequence",
+    "ljungbox_p": "Ljung-Box p-value at min(20, n // 5) lags",
+    "block_length": "block-bootstrap block length (steps)",
+    "mean_lo": "lower bound of the mean's CI",
+    "mean_hi": "upper bound of the mean's CI",
+    "std_lo": "lower bound of the std's CI",
+    "std_hi": "upper bound of the std's CI",
+    "reason": "why the series could not be analysed (empty when it was)",
+}
+MEASURES = [c for c in COLUMNS if c not in ("run_id", "key", "reason")]
 
 
 @dataclass
@@ -309,6 +314,14 @@ def block_indices(n: int, block: int, n_boot: int, rng: np.random.Generator) -> 
     return idx.reshape(n_boot, -1)[:, :n]
 
 
+def series_rng(seed: int, *names: str) -> np.random.Generator:
+    """The bootstrap's random stream for one series (or pair): from the seed and the series' names,
+    so a run's intervals do not depend on which other runs are in the frame, or in what order."""
+    import zlib
+
+    return np.random.default_rng([seed, *(zlib.crc32(str(n).encode()) for n in names)])
+
+
 def block_length(n: int, period: float) -> int:
     """Bootstrap block length: max(n^(1/3), 3 periods), capped at n // 4 (in samples)."""
     b = max(math.ceil(n ** (1 / 3)), math.ceil(3 * period) if np.isfinite(period) else 0)
@@ -371,13 +384,12 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
     nonpos = rho[:, 1 : k + 1] <= 0
     first_zero = np.where(nonpos.any(axis=1), nonpos.argmax(axis=1) + 1, np.nan) * spacing
     mean, std = raws.mean(axis=1), raws.std(axis=1, ddof=1)
-    rng = np.random.default_rng(opt.seed)
     alpha = (1 - opt.ci) / 2
     rows = []
     for j, s in enumerate(group):
         period = spec["dominant_period"][j] / spacing  # in samples
         b = block_length(n, period)
-        idx = block_indices(n, b, opt.n_boot, rng)
+        idx = block_indices(n, b, opt.n_boot, series_rng(opt.seed, s.run_id, s.key))
         boot = s.raw[idx]
         bm, bs = boot.mean(axis=1), boot.std(axis=1, ddof=1)
         p2, r2 = ar2(s.x)
@@ -418,8 +430,9 @@ def _groups(series: list[Series]) -> dict[tuple[int, int], list[Series]]:
     return groups
 
 
+@document(COLUMNS, "DataFrame, one row per (run_id, key), sorted by both:")
 def oscillation(metrics: pd.DataFrame, keys=None, **options) -> pd.DataFrame:
-    """One row per (run_id, key): level, spectrum, autocorrelation and bootstrap CIs.
+    """Level, spectrum, autocorrelation and bootstrap CIs of each (run, key) series.
 
     ``keys``: a key or list of keys (default: every key in the frame). ``options``: see
     ``Options`` (burn_in=0.1, detrend="linear", highpass=None, max_missing=0.05, min_length=32,
@@ -427,10 +440,15 @@ def oscillation(metrics: pd.DataFrame, keys=None, **options) -> pd.DataFrame:
     measures and a non-empty ``reason``.
     """
     opt = Options.of(**options)
-    series, failed = prepare(metrics, keys, opt)
+    return measure(*prepare(metrics, keys, opt), opt)
+
+
+def measure(series: list[Series], failed: list[dict], opt: Options) -> pd.DataFrame:
+    """``oscillation``'s frame from series already prepared (``prepare``), so a caller that needs the
+    same series for something else (the report's explanation) prepares them once."""
     rows = [r for g in _groups(series).values() for r in _measure_group(g, opt)]
     rows += [{**f, **{m: np.nan for m in MEASURES}} for f in failed]
-    out = pd.DataFrame(rows, columns=["run_id", "key"] + MEASURES + ["reason"])
+    out = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("n", "spacing", "n_filled"):
         out[col] = out[col].astype("Int64")
     return out.sort_values(["run_id", "key"], ignore_index=True)
@@ -438,23 +456,28 @@ def oscillation(metrics: pd.DataFrame, keys=None, **options) -> pd.DataFrame:
 
 # --- pairs --------------------------------------------------------------------------------------
 
-PAIR_MEASURES = [
-    "n",
-    "corr",
-    "corr_lo",
-    "corr_hi",
-    "std_ratio",
-    "std_ratio_lo",
-    "std_ratio_hi",
-    "power_ratio",
-    "best_lag",
-    "ccf_best",
-    "coherence_mean",
-    "coherence_at_peak",
-    "phase_at_peak_deg",
-    "peak_frequency",
-    "block_length",
-]
+PAIR_COLUMNS = {
+    "run_id": "the run",
+    "x": "the first key (default loss/d_fake)",
+    "y": "the second key (default loss/g)",
+    "n": "common steps analysed",
+    "corr": "Pearson correlation of the raw values",
+    "corr_lo": "lower bound of corr's CI",
+    "corr_hi": "upper bound of corr's CI",
+    "std_ratio": "std(y) / std(x) of the raw values",
+    "std_ratio_lo": "lower bound of std_ratio's CI (x and y resampled jointly)",
+    "std_ratio_hi": "upper bound of std_ratio's CI",
+    "power_ratio": "var(y) / var(x) after detrending",
+    "best_lag": "lag of the largest |cross-correlation| (steps; positive: y follows x)",
+    "ccf_best": "the cross-correlation at best_lag",
+    "coherence_mean": "mean magnitude-squared coherence over the non-zero frequencies",
+    "coherence_at_peak": "coherence at x's dominant frequency",
+    "phase_at_peak_deg": "phase of the cross-spectrum there (negative: y lags x)",
+    "peak_frequency": "the frequency bin used for the two above (cycles/step)",
+    "block_length": "block-bootstrap block length (steps)",
+    "reason": "why the pair could not be analysed (empty when it was)",
+}
+PAIR_MEASURES = [c for c in PAIR_COLUMNS if c not in ("run_id", "x", "y", "reason")]
 
 
 def _aligned(sx: Series, sy: Series) -> tuple[np.ndarray, ...]:
@@ -492,16 +515,17 @@ def pair_spectrum(x: np.ndarray, y: np.ndarray, spacing: int = 1, nperseg: int =
     )
 
 
+@document(PAIR_COLUMNS, "DataFrame, one row per (run_id, x, y):")
 def oscillation_pairs(metrics: pd.DataFrame, pairs=((C.D_FAKE, C.G_LOSS),), **options) -> pd.DataFrame:
-    """One row per (run_id, x, y): correlation, std and power ratios (y over x) with joint block-bootstrap
-    CIs, the lag of the largest |cross-correlation|, coherence, and the phase at x's dominant frequency."""
+    """Correlation, std and power ratios (y over x) with joint block-bootstrap CIs, the lag of the
+    largest |cross-correlation|, coherence, and the phase at x's dominant frequency, per run and pair.
+    ``options``: as for ``oscillation``."""
     opt = Options.of(**options)
     pairs = [tuple(p) for p in pairs]
     keys = sorted({k for p in pairs for k in p})
     series, failed = prepare(metrics, keys, opt)
     by = {(s.run_id, s.key): s for s in series}
     reasons = {(f["run_id"], f["key"]): f["reason"] for f in failed}
-    rng = np.random.default_rng(opt.seed)
     alpha = (1 - opt.ci) / 2
     rows = []
     for run_id in sorted(metrics["run_id"].astype(str).unique()):
@@ -525,7 +549,7 @@ def oscillation_pairs(metrics: pd.DataFrame, pairs=((C.D_FAKE, C.G_LOSS),), **op
             at = int(np.argmin(np.abs(spec["frequency"].to_numpy()[1:] - f_peak))) + 1 if np.isfinite(f_peak) else 1
             lags, ccf = cross_correlation(dx, dy, min(opt.max_lag, n - 1))
             best = int(np.argmax(np.abs(ccf)))
-            idx = block_indices(n, b, opt.n_boot, rng)
+            idx = block_indices(n, b, opt.n_boot, series_rng(opt.seed, run_id, kx, ky))
             bx, by_ = rx[idx], ry[idx]
             bsr = by_.std(axis=1, ddof=1) / bx.std(axis=1, ddof=1)
             bxc, byc = bx - bx.mean(axis=1, keepdims=True), by_ - by_.mean(axis=1, keepdims=True)
@@ -550,5 +574,5 @@ def oscillation_pairs(metrics: pd.DataFrame, pairs=((C.D_FAKE, C.G_LOSS),), **op
                 }
             )
             rows.append(row)
-    out = pd.DataFrame(rows, columns=["run_id", "x", "y"] + PAIR_MEASURES + ["reason"])
+    out = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
     return out

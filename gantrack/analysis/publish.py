@@ -1,8 +1,10 @@
 """Analysis results back to MLflow, so the UI shows them: the one module that writes them.
 
-``log_oscillation`` puts ``osc/<key>/<measure>`` on each run; ``publish_report`` adds ``explain/*``
-metrics, the run's figure (``gantrack_analysis/``) and a line in its description, and logs the report
-itself as a run tagged ``gantrack.kind = report``. Estimators never write; they return frames.
+Everything goes to the store the runs were read from, each write retried like every other writer
+(``tracking.retry``). Each quantity keeps the name it has in the frames: a run's ``explain/<column>``
+is the summary column of that name (``explain.SUMMARY_COLUMNS``; ``explain/ratio`` is ``ratio``,
+std(g)/std(d_fake)), and ``osc/<key>/<measure>`` the ``oscillation`` column for that key. The report
+itself becomes a run tagged ``gantrack.kind = report``. Estimators never write; they return frames.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .. import contract as C
+from ..tracking import retry
 from .text import ci, fmt, pct
 
 EXPLAIN_METRICS = [
     "ratio",
+    "ratio_lo",
+    "ratio_hi",
     "link",
     "link_lo",
     "link_hi",
@@ -37,26 +42,28 @@ EXPLAIN_METRICS = [
     "corr",
     "g_period",
 ]
-NOTE_TAG = "mlflow.note.content"
+OSC_MEASURES = (
+    "mean",
+    "std",
+    "dominant_period",
+    "total_power",
+    "spectral_entropy",
+    "acf_first_zero",
+    "iat",
+    "ljungbox_p",
+    "power_high",
+    "peak_ratio",
+)
 NOTE_MARK = "\n\n**gantrack analysis**"
 
 
+def _send(mlclient, run_id: str, metrics: list) -> None:
+    for i in range(0, len(metrics), 1000):  # MLflow's most metrics per request
+        retry(mlclient.log_batch, run_id, metrics=metrics[i : i + 1000])
+
+
 def log_oscillation(
-    results: pd.DataFrame,
-    tracking_uri: str | None = None,
-    prefix: str = "osc",
-    measures=(
-        "mean",
-        "std",
-        "dominant_period",
-        "total_power",
-        "spectral_entropy",
-        "acf_first_zero",
-        "iat",
-        "ljungbox_p",
-        "power_high",
-        "peak_ratio",
-    ),
+    results: pd.DataFrame, tracking_uri: str | None = None, prefix: str = C.OSC_PREFIX, measures=OSC_MEASURES
 ) -> int:
     """Log each row's measures to its run as ``osc/<key>/<measure>`` (finite values only); returns the count."""
     from mlflow.entities import Metric
@@ -72,15 +79,14 @@ def log_oscillation(
             for m in measures
             if np.isfinite(getattr(row, m))
         ]
-        for i in range(0, len(batch), 1000):
-            mlclient.log_batch(str(run_id), metrics=batch[i : i + 1000])
+        _send(mlclient, str(run_id), batch)
         n += len(batch)
     return n
 
 
 def _note(r) -> str:
     return (
-        f"{NOTE_MARK}: std(g)/std(d_fake) = {ci(r, 'ratio')}; link {ci(r, 'link')} "
+        f"{NOTE_MARK}: ratio std(g)/std(d_fake) = {ci(r, 'ratio')}; link {ci(r, 'link')} "
         f"(law {fmt(r.get('predicted_link'))}, error {pct(r.get('link_error', np.nan))}, "
         f"{r.get('law_verdict', 'unavailable')}; simple law {fmt(r.get('predicted_link_simple'))} at "
         f"p̄ = {fmt(r['p_bar'], 3)}), context {fmt(r.get('context'))}, timing {fmt(r['timing'])}, "
@@ -88,39 +94,43 @@ def _note(r) -> str:
     )
 
 
-def publish_report(experiment, tracking_uri, summary, osc, run_pngs, out: Path) -> str:
-    """explain/* and osc/* metrics, a figure and a description line on each run; the report as a run."""
+def publish_report(analysis, tracking_uri: str, run_pngs: dict, out: Path) -> str:
+    """``explain/*`` and ``osc/*`` metrics, a figure and a description line on each run of ``analysis``
+    in the store at ``tracking_uri`` (the one its runs came from); the report as a run. Returns its id."""
     from mlflow.entities import Metric
 
-    from ..tracking import client, get_or_create_experiment, resolve_tracking_uri
+    from ..tracking import client, get_or_create_experiment
 
-    uri = resolve_tracking_uri(tracking_uri)
-    mlclient = client(uri)
+    mlclient = client(tracking_uri)
     ts = int(time.time() * 1000)
-    log_oscillation(osc[osc["reason"] == ""], uri)
+    osc = analysis.oscillation
+    log_oscillation(osc[osc["reason"] == ""], tracking_uri)
+    summary = analysis.summary
     for _, r in summary[summary["reason"] == ""].iterrows():
         rid = str(r["run_id"])
         batch = [
-            Metric(f"explain/{m}", float(r[m]), ts, 0)
+            Metric(f"{C.EXPLAIN_PREFIX}/{m}", float(r[m]), ts, 0)
             for m in EXPLAIN_METRICS
             if m in r and pd.notna(r[m]) and np.isfinite(float(r[m]))
         ]
-        mlclient.log_batch(rid, metrics=batch)
+        _send(mlclient, rid, batch)
         if rid in run_pngs:
-            mlclient.log_artifact(rid, str(run_pngs[rid]), "gantrack_analysis")
-        note = mlclient.get_run(rid).data.tags.get(NOTE_TAG, "").split(NOTE_MARK)[0]
-        mlclient.set_tag(rid, NOTE_TAG, note + _note(r))
-    exp_id = get_or_create_experiment(mlclient, experiment)
-    run = mlclient.create_run(
+            retry(mlclient.log_artifact, rid, str(run_pngs[rid]), "gantrack_analysis")
+        note = retry(mlclient.get_run, rid).data.tags.get(C.TAG_NOTE, "").split(NOTE_MARK)[0]
+        retry(mlclient.set_tag, rid, C.TAG_NOTE, note + _note(r))
+    exp_id = get_or_create_experiment(mlclient, analysis.experiment)
+    run = retry(
+        mlclient.create_run,
         exp_id,
         run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
         tags={
             C.TAG_KIND: "report",
-            NOTE_TAG: f"gantrack comparative report over {len(summary)} runs: see the report.html artifact.",
+            C.TAG_NOTE: f"gantrack comparative report over {len(summary)} runs: see the report.html artifact.",
         },
     )
-    mlclient.log_artifact(run.info.run_id, str(out / "report.html"))
-    mlclient.log_artifact(run.info.run_id, str(out / "report.md"))
-    mlclient.log_artifacts(run.info.run_id, str(out / "figures"), "figures")
-    mlclient.set_terminated(run.info.run_id)
-    return run.info.run_id
+    rid = run.info.run_id
+    retry(mlclient.log_artifact, rid, str(out / "report.html"))
+    retry(mlclient.log_artifact, rid, str(out / "report.md"))
+    retry(mlclient.log_artifacts, rid, str(out / "figures"), "figures")
+    retry(mlclient.set_terminated, rid)
+    return rid

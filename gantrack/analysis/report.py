@@ -1,32 +1,71 @@
-"""Comparative report across the runs of an experiment: HTML (figures embedded) and Markdown.
+"""Comparative report across the runs of an experiment: analyse → render → publish.
 
-``build_report`` loads the runs, measures oscillation, explains d_fake vs g per run, draws the
-figures, writes ``report.html`` / ``report.md`` (+ ``figures/``) and, unless told not to, logs
-everything back to MLflow: ``explain/*`` and ``osc/*`` metrics and a figure on each run, and the
-report itself as artifacts of a run tagged ``gantrack.kind = report``.
+- ``analyse(runset, **options)`` computes everything once and returns an ``Analysis``: each run's
+  series are prepared once (``oscillation.prepare``) and feed both the oscillation measures and the
+  explanation, so the two see the same steps;
+- ``render(analysis, out_dir)`` draws the figures and writes ``report.md`` and ``report.html`` from one
+  list of sections (``document``);
+- ``publish.publish_report`` logs the results back to the store the runs were read from: ``explain/*``
+  and ``osc/*`` metrics, a figure and a description line on each run, and the report as a run tagged
+  ``gantrack.kind = report``.
+
+``build_report(experiment, ...)`` does the three in a row.
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import contract as C
-from ..errors import GantrackError
+from ..errors import GantrackError, first_line
+from ..losses import family as loss_family
+from . import document as D
 from . import plots
-from .explain import explain, implied
-from .oscillation import oscillation
-from .publish import publish_report
+from .explain import FACTOR_COLUMNS, SERIES_KEYS, explain
+from .findings import _groups, answer, run_labels
+from .oscillation import Options, measure, prepare
 from .runs import RunSet, load_runs
-from .text import ci, fmt, pct
+
+META_COLUMNS = {  # run tag → the report's column
+    C.TAG_SCENARIO: "scenario",
+    C.TAG_LOSS: "loss",
+    C.TAG_SEED: "seed",
+    C.TAG_SCHEDULE: "schedule",
+    C.TAG_ARCH: "arch",
+    C.TAG_PRECISION: "precision",
+}
+
+
+@dataclass
+class RunResult:
+    """What the report draws for one run."""
+
+    wide: pd.DataFrame  # step × key: the losses and accuracies as logged
+    spectrum: pd.DataFrame
+    curves: pd.DataFrame
+    implied: pd.DataFrame  # step, p_hat, q_hat over the analysed steps (BCE families; empty otherwise)
+    title: str
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, computed once (``analyse``)."""
+
+    experiment: str
+    options: Options
+    runset: RunSet  # the training runs analysed (reports and sweep parents left out)
+    summary: pd.DataFrame  # one row per run: label, name, tags, explain's summary, reason
+    factors: pd.DataFrame  # tidy: run_id, label, factor, estimate, lo, hi, ...
+    oscillation: pd.DataFrame  # one row per (run_id, key) of loss/d_real, loss/d_fake, loss/g
+    runs: dict[str, RunResult] = field(default_factory=dict)  # by run id, runs that could be explained
+    findings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +76,7 @@ class Report:
     factors: pd.DataFrame  # tidy: run, factor, estimate, CI
     oscillation: pd.DataFrame
     report_run_id: str | None
+    analysis: Analysis | None = None
 
 
 def figure_path(folder: Path, run_id: str) -> Path:
@@ -52,434 +92,80 @@ def figure_path(folder: Path, run_id: str) -> Path:
     return path
 
 
-def _label(row) -> str:
-    parts = [str(row.get(c)) for c in ("scenario", "loss") if isinstance(row.get(c), str)]
-    # the model variant and precision only where they differ from the book's (older runs lack the tags)
-    parts += [
-        v for c, book in (("arch", "bn"), ("precision", "fp32")) if isinstance(v := row.get(c), str) and v != book
-    ]
-    seed = row.get("seed")
-    return "/".join(parts) + (f"/s{seed}" if isinstance(seed, str) else "") or str(row["run_id"])[:8]
-
-
-FACTOR_ORDER = ("link", "context", "timing", "sampling")
-SCENARIO_ORDER = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
-
-
-def correlation_words(r: float) -> str:
-    """How a correlation reads: |r| < 0.2 uncorrelated, < 0.5 weakly, else plainly (anti)correlated."""
-    if not np.isfinite(r) or abs(r) < 0.2:
-        return "uncorrelated"
-    sign = "negatively" if r < 0 else "positively"
-    return f"weakly {sign} correlated" if abs(r) < 0.5 else f"{sign} correlated"
-
-
-def _groups(s: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Runs grouped by scenario (and family where several), the question's scenario (stable) first."""
-    scen = s["scenario"].fillna("").astype(str) if "scenario" in s else pd.Series("", index=s.index)
-    several = scen.nunique() > 1 and (scen != "").any()
-    fams = s["family"].nunique() > 1
-    label = (scen + (" / " + s["family"] if fams else "")) if several else s["family"]
-    rank = scen.map(lambda x: SCENARIO_ORDER.index(x) if x in SCENARIO_ORDER else len(SCENARIO_ORDER))
-    fam_rank = s["family"].map(
-        lambda x: C.LOSS_FAMILIES.index(x) if x in C.LOSS_FAMILIES else len(C.LOSS_FAMILIES)
-    )  # the book's nsgan first
-    s = s.assign(group=label, _rank=rank, _fam=fam_rank).sort_values(["_rank", "_fam", "group"], kind="stable")
-    return [(g, d.drop(columns=["_rank", "_fam"])) for g, d in s.groupby("group", sort=False)]
-
-
-def _factor_sentence(g: pd.DataFrame, ratio: float) -> str:
-    """Which factors carry the ratio (medians): every factor that moves it by more than 1.5×, largest
-    first, each with its cause; a pair that pulls in opposite directions is named as cancelling."""
-    med = {f: g[f].median() for f in FACTOR_ORDER if f in g and g[f].notna().any()}
-    if "link" not in med:
-        return (
-            "These runs do not log gantrack's probe cells, so link, context, timing and sampling cannot be "
-            "measured (only the whole ratio and what the two curves imply). Add `gantrack.LoopProbes` to your "
-            "training loop (a few lines: examples/dcgan_own_loop.py) or train with `gantrack train`."
-        )
-    parts = ", ".join(f"{f} ×{v:.2f}" for f, v in med.items())
-    big = sorted((f for f in med if abs(np.log(med[f])) > np.log(1.5)), key=lambda f: -abs(np.log(med[f])))
-    text = f"Factors (medians): {parts}."
-    if not big:
-        return text + " No factor moves the ratio by more than 1.5×."
-    ups = [f for f in big if med[f] > 1]
-    downs = [f for f in big if med[f] < 1]
-    if ups and downs:
-        text += (
-            f" **{ups[0]}** (×{med[ups[0]]:.2f}) and **{downs[0]}** (×{med[downs[0]]:.2f}) pull in opposite "
-            "directions and largely cancel."
-        )
-    for f in big:
-        text += f" **{f}**: {_cause(f, g, med)}."
-    return text
-
-
-def _cause(factor: str, g: pd.DataFrame, med: dict) -> str:
-    if factor == "link":
-        fam = g["family"].iloc[0]
-        steeper = (
-            "g's -log p is the steeper link below p = 1/2"
-            if fam == "nsgan" and med["link"] > 1
-            else "d_fake's link is the steeper one here"
-            if med["link"] < 1
-            else "the family's links"
-        )
-        point = "p̄ = mean D(G(z))" if fam in ("nsgan", "minimax") else "mean D output"
-        return (
-            f"at the operating point ({point} = {g['p_bar'].median():.3f}) the same move of D's output moves g "
-            f"{med['link']:.2f}× as far as d_fake ({steeper})"
-        )
-    if factor == "context":
-        a, b = g["p_dbatch_before"].median(), g["p_dbatch_before_gctx"].median()
-        schedule = g["schedule"].iloc[0] if "schedule" in g else ""
-        where = "inside D's mixed real+fake batch" if schedule == "joint" else "in D's own step"
-        return (
-            f"the same D, before its update, gives the same fakes p̄ = {a:.4f} {where} and p̄ = {b:.4f} in the "
-            "generator step's all-fake batch: BatchNorm batch statistics, not D's update, decide what g sees"
-        )
-    if factor == "timing":
-        return (
-            f"D's update between the two measurements changes what g sees (×{med['timing']:.2f} on the same "
-            "batch in the same BatchNorm context)"
-        )
-    return (
-        f"d_fake and g are measured on different batches (×{med['sampling']:.2f} under the same D): new z, "
-        "64 vs 128 fakes"
+def training_runs(rs: RunSet) -> RunSet:
+    """The RunSet without gantrack's own report and sweep-parent runs."""
+    kind = f"tags.{C.TAG_KIND}"
+    if kind not in rs.runs.columns:
+        return rs
+    keep = ~rs.runs[kind].fillna("").isin(["report", "sweep"])
+    ids = set(rs.runs.loc[keep, "run_id"])
+    return RunSet(
+        rs.runs[keep].reset_index(drop=True),
+        rs.metrics[rs.metrics["run_id"].isin(ids)],
+        rs.tracking_uri,
+        rs.cache_dir,
+        rs.key_map,
     )
 
 
-def _law_sentence(g: pd.DataFrame) -> str:
-    have = g.dropna(subset=["predicted_link", "link_error"]) if "predicted_link" in g else g.iloc[0:0]
-    simple = g["predicted_link_simple"].median() if "predicted_link_simple" in g else np.nan
-    if have.empty:
-        reasons = sorted(set(g.get("law_reason", pd.Series(dtype=str)).dropna().astype(str)) - {""})
-        return (
-            f"The simple law (1-p̄)/p̄-type gain predicts a link of {fmt(simple)} against a measured "
-            f"{fmt(g['link'].median())}; the per-sample law needs per-sample probes"
-            + (f" ({reasons[0]})" if reasons else "")
-            + "."
-        )
-    verdicts = have["law_verdict"].value_counts()
-    tally = ", ".join(f"{n} {v}" for v, n in verdicts.items())
-    simple_err = (have["predicted_link_simple"] / have["link"] - 1).median()
-    text = (
-        f"The law — for each quarter of the run five numbers: the operating point (mean and spread of D's "
-        f"scores), how far the common shift and the spread swing, and their correlation; the links applied "
-        f"exactly — predicts a link of {have['predicted_link'].median():.2f} against a measured "
-        f"{have['link'].median():.2f}: error {pct(have['link_error'].median())} (median; verdict at ±15 %: "
-        f"{tally}); for the whole ratio {pct(have['ratio_error'].median())}. The simple law at p̄ "
-        f"({simple:.2f}) misses by {pct(simple_err)}"
-    )
-    shift = have["predicted_link_shift_only"].median()
-    holds = bool((have["law_verdict"] == "holds").all())
-    if holds and np.isfinite(shift):
-        ops = have["law_operating_points"].iloc[0] if "law_operating_points" in have else ""
-        text += f"; the common shift alone (the spread held still within each quarter) gives {shift:.2f}, so " + (
-            (
-                "the common shift carries the link, and the gain at the average p̄ misses because the operating "
-                f"point moves across the run (D(G(z)) at the quarters' mean scores, first run: {ops})"
-                if abs(simple_err) > 0.15
-                else "the common shift carries the link, and here the gain at the average p̄ is close"
-            )
-            if abs(shift / have["predicted_link"].median() - 1) < 0.1
-            else "changes of spread (which move d_fake and g the same way) matter beside the shift"
-        )
-    else:
-        verdicts = have["law_verdict"]
-        failed = have[verdicts == "fails"]
-        if len(failed):
-            text += f". The law fails in {len(failed)} of {len(have)} runs; first: {failed['law_reason'].iloc[0]}"
-        else:
-            open_ = have[verdicts != "holds"]
-            text += (
-                f". The law is not decided in {len(open_)} of {len(have)} runs (intervals too wide at ±15 %); "
-                f"first: {open_['law_reason'].iloc[0]}"
-            )
-    return text + "."
+def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **options) -> Analysis:
+    """Oscillation and explanation of every training run of ``runset``, from one preparation of the series.
+
+    ``options``: as for ``oscillation`` (``Options``). Runs that cannot be explained get a ``reason``
+    in the summary instead of numbers; the others go on.
+    """
+    from tqdm import tqdm
+
+    opt = Options.of(**options)
+    rs = training_runs(runset)
+    if rs.runs.empty:
+        raise GantrackError(f"experiment {experiment!r} has no training runs to report on")
+    series, failed = prepare(rs.metrics, sorted(set(SERIES_KEYS) | set(C.LOSS_KEYS)), opt)
+    osc = measure(
+        [s for s in series if s.key in C.LOSS_KEYS], [f for f in failed if f["key"] in C.LOSS_KEYS], opt
+    ).reset_index(drop=True)
+    meta = rs.runs.rename(columns={f"tags.{t}": c for t, c in META_COLUMNS.items()})
+    meta = meta.assign(label=run_labels(meta).to_numpy() if len(meta) else [])
+    summaries, factors, results = [], [], {}
+    for _, run in tqdm(list(meta.iterrows()), disable=not progress, desc="explaining", unit="run"):
+        rid, label = run["run_id"], run["label"]
+        mine = ([s for s in series if s.run_id == rid], [f for f in failed if f["run_id"] == rid])
+        try:
+            ex = explain(rs, rid, prepared=mine, **options)
+        except GantrackError as e:
+            summaries.append(pd.DataFrame([{"run_id": rid, "reason": str(e)}]))
+            continue
+        summaries.append(ex["summary"].assign(reason=""))
+        factors.append(ex["factors"].assign(label=label))
+        # probability-space panels only where the family's output is a probability (BCE families)
+        implied = ex["implied"] if loss_family(ex["summary"]["family"].iloc[0]).probability else ex["implied"][:0]
+        title = f"{run.get('name', rid)} ({label})"
+        results[rid] = RunResult(_wide(rs.metrics, rid), ex["spectrum"], ex["curves"], implied, title)
+    cols = ["run_id", "name", "label", *[c for c in META_COLUMNS.values() if c in meta]]
+    summary = meta[cols].merge(pd.concat(summaries, ignore_index=True), on="run_id", how="right")
+    summary["reason"] = summary["reason"].fillna("")
+    factors = pd.concat(factors, ignore_index=True) if factors else pd.DataFrame(columns=[*FACTOR_COLUMNS, "label"])
+    return Analysis(experiment, opt, rs, summary, factors, osc, results, answer(summary))
 
 
-def answer(summary: pd.DataFrame) -> list[str]:
-    """Plain-language findings, each sentence computed from this experiment's numbers; the
-    question's scenario (stable) first."""
-    s = summary[summary["reason"] == ""]
-    if s.empty:
-        return ["No run of this experiment logged both loss/d_fake and loss/g: nothing to explain."]
-    out = []
-    for group, g in _groups(s):
-        n = len(g)
-        ratio = g["ratio"].median()
-        calm = "swings more than" if ratio > 1.1 else ("moves less than" if ratio < 0.9 else "moves about as much as")
-        out.append(
-            f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — std(g)/std(d_fake) = {ratio:.2f} "
-            f"(median; range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
-            f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
-            + _factor_sentence(g, ratio)
-            + " "
-            + _law_sentence(g)
-        )
-        failed = g[g.get("law_verdict", pd.Series("", index=g.index)) == "fails"]
-        for _, r in failed.iterrows():
-            out.append(f"- {r['label']}: law {fmt(r['predicted_link'])}, measured {ci(r, 'link')} — {r['law_reason']}.")
-    return out
+def _wide(metrics: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    sub = metrics[(metrics["run_id"] == run_id) & metrics["key"].isin([*C.LOSS_KEYS, C.ACC_REAL, C.ACC_FAKE])]
+    wide = sub.pivot_table(index="step", columns="key", values="value", aggfunc="last", observed=True)
+    wide.columns = wide.columns.astype(str)
+    return wide
+
+
+def _implied_tuple(result: RunResult):
+    """(steps, p̂, q̂) for the probability-space panels; None where the family has no probability space."""
+    imp = result.implied
+    if imp.empty or imp["p_hat"].isna().all():
+        return None
+    return imp["step"].to_numpy(), imp["p_hat"].to_numpy(), imp["q_hat"].to_numpy()
 
 
 def _run_figure(args) -> bytes:
     wide, spectrum, curves, title, implied_curves = args
     return plots.png_bytes(plots.run_panels(wide, spectrum, curves, title, implied_curves))
-
-
-def _implied_curves(fam: str, wide: pd.DataFrame):
-    """(steps, p̂, q̂) for the probability-space panels, BCE families only."""
-    if fam not in ("nsgan", "minimax") or not {C.D_FAKE, C.G_LOSS} <= set(wide):
-        return None
-    p_hat, q_hat = implied(fam, wide[C.D_FAKE].to_numpy(float), wide[C.G_LOSS].to_numpy(float))
-    return wide.index.to_numpy(), p_hat, q_hat
-
-
-def build_report(
-    experiment: str,
-    tracking_uri: str | None = None,
-    out_dir: str | Path | None = None,
-    runset: RunSet | None = None,
-    log_to_mlflow: bool = True,
-    progress: bool = True,
-    extra_sections: list[tuple[str, str]] | None = None,
-    workers: int = 2,
-    key_map: dict[str, str] | None = None,
-    **options,
-) -> Report:
-    """Analyse every run of ``experiment`` and write the report to ``out_dir`` (default
-    ``./reports/<experiment>``). ``extra_sections``: (title, markdown) pairs placed after the answer;
-    ``key_map``: for runs another loop logged under its own names (see ``load_runs``)."""
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    rs = runset or load_runs(experiment, tracking_uri=tracking_uri, progress=progress, key_map=key_map)
-    kind = f"tags.{C.TAG_KIND}"
-    if kind in rs.runs.columns:
-        keep = ~rs.runs[kind].fillna("").isin(["report", "sweep"])
-        rs = RunSet(
-            rs.runs[keep].reset_index(drop=True),
-            rs.metrics[rs.metrics["run_id"].isin(set(rs.runs.loc[keep, "run_id"]))],
-            rs.tracking_uri,
-            rs.cache_dir,
-            rs.key_map,
-        )
-    if rs.runs.empty:
-        raise GantrackError(f"experiment {experiment!r} has no training runs to report on")
-    out = Path(out_dir or Path("reports") / experiment)
-    if out.exists() and not out.is_dir():
-        raise GantrackError(f"--out {out} exists and is not a folder")
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-
-    osc = oscillation(rs.metrics, keys=list(C.LOSS_KEYS), **options)
-    meta = rs.runs.rename(
-        columns={
-            f"tags.{C.TAG_SCENARIO}": "scenario",
-            f"tags.{C.TAG_LOSS}": "loss",
-            f"tags.{C.TAG_SEED}": "seed",
-            f"tags.{C.TAG_SCHEDULE}": "schedule",
-            f"tags.{C.TAG_ARCH}": "arch",
-            f"tags.{C.TAG_PRECISION}": "precision",
-        }
-    )
-    summaries, factors, jobs, wides = [], [], [], {}
-    for _, run in tqdm(list(meta.iterrows()), disable=not progress, desc="explaining", unit="run"):
-        rid = run["run_id"]
-        label = _label(run)
-        try:
-            ex = explain(rs, rid, **options)
-        except GantrackError as e:
-            summaries.append(pd.DataFrame([{"run_id": rid, "label": label, "reason": str(e)}]))
-            continue
-        summaries.append(ex["summary"].assign(label=label, reason=""))
-        factors.append(ex["factors"].assign(label=label))
-        sub = rs.metrics[rs.metrics["run_id"] == rid]
-        wide = sub[sub["key"].isin([*C.LOSS_KEYS, C.ACC_REAL, C.ACC_FAKE])].pivot_table(
-            index="step", columns="key", values="value", aggfunc="last", observed=True
-        )
-        wide.columns = wide.columns.astype(str)
-        probability = _implied_curves(ex["summary"]["family"].iloc[0], wide)
-        wides[rid] = (wide, probability)
-        jobs.append(
-            (rid, label, (wide, ex["spectrum"], ex["curves"], f"{run.get('name', rid)} ({label})", probability))
-        )
-    summary = meta[["run_id", "name", *[c for c in ("scenario", "loss", "seed", "schedule") if c in meta]]].merge(
-        pd.concat(summaries, ignore_index=True), on="run_id", how="right"
-    )
-    summary["reason"] = summary["reason"].fillna("")
-    factors = (
-        pd.concat(factors, ignore_index=True)
-        if factors
-        else pd.DataFrame(columns=["run_id", "factor", "estimate", "lo", "hi", "label"])
-    )
-
-    # per-run figures are independent: render them in worker processes
-    if workers > 1 and len(jobs) > 3:
-        with ProcessPoolExecutor(workers) as pool:
-            pngs = list(
-                tqdm(
-                    pool.map(_run_figure, [j[2] for j in jobs]),
-                    total=len(jobs),
-                    disable=not progress,
-                    desc="figures",
-                    unit="run",
-                )
-            )
-    else:
-        pngs = [_run_figure(j[2]) for j in jobs]
-    run_pngs = {}
-    for (rid, _, _), png in zip(jobs, pngs):
-        path = figure_path(out / "figures", rid)
-        path.write_bytes(png)
-        run_pngs[rid] = path
-    cross = {}
-    ok = summary[summary["reason"] == ""]
-    if len(ok):
-        first = _groups(ok)[0][1].iloc[0]  # the question's scenario, its first run
-        wide, probability = wides[first["run_id"]]
-        cross["answer.png"] = plots.png_bytes(plots.answer_figure(wide, probability, f"{first['label']}"), dpi=90)
-        cross["predicted_vs_measured.png"] = plots.png_bytes(plots.predicted_vs_measured(ok), dpi=90)
-        cross["factors.png"] = plots.png_bytes(plots.factor_bars(factors), dpi=90)
-    for name, png in cross.items():
-        (out / "figures" / name).write_bytes(png)
-
-    findings = answer(summary.assign(label=summary.get("label", summary["run_id"])))
-    md_path, html_path = out / "report.md", out / "report.html"
-    _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra_sections or [])
-    report_run = None
-    if log_to_mlflow:
-        try:
-            report_run = publish_report(experiment, tracking_uri, summary, osc, run_pngs, out)
-        except Exception as e:  # a read-only role (direct reads), a store gone: the files are written regardless
-            from ..errors import first_line
-            from ..tracking import redact
-
-            why = first_line(e, prefer=("denied", "rror"))
-            print(
-                f"gantrack: warning: report written to {out} but not logged back to {redact(rs.tracking_uri)}: {why}",
-                file=sys.stderr,
-                flush=True,
-            )
-    if progress:
-        print(f"report built in {time.perf_counter() - t0:.1f} s", flush=True)
-    return Report(html_path, md_path, summary, factors, osc, report_run)
-
-
-def _law_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per run: the law against the measurement, its error with the interval, the simple law, the bands."""
-    rows = []
-    for _, r in summary[summary["reason"] == ""].iterrows():
-        rows.append(
-            {
-                "run": r.get("label", r["run_id"]),
-                "measured link [CI]": ci(r, "link"),
-                "law": fmt(r.get("predicted_link")),
-                "error [CI]": (
-                    f"{pct(r.get('link_error', np.nan))} [{pct(r.get('link_error_lo', np.nan))}, "
-                    f"{pct(r.get('link_error_hi', np.nan))}]"
-                ),
-                "verdict (±15 %)": r.get("law_verdict", "unavailable"),
-                "simple (1-p̄)/p̄": fmt(r.get("predicted_link_simple")),
-                "simple error": pct(r.get("predicted_link_simple", np.nan) / r["link"] - 1),
-                "shift only": fmt(r.get("predicted_link_shift_only")),
-                "path (diagnostic)": fmt(r.get("predicted_link_path")),
-                "ratio: measured / law": f"{fmt(r['ratio'])} / {fmt(r.get('predicted_ratio'))}",
-                "ratio error [CI]": (
-                    f"{pct(r.get('ratio_error', np.nan))} [{pct(r.get('ratio_error_lo', np.nan))}, "
-                    f"{pct(r.get('ratio_error_hi', np.nan))}]"
-                ),
-                "slow band: measured / law": f"{fmt(r.get('link_slow'))} / {fmt(r.get('predicted_link_slow'))}",
-                "fast band: measured / law": f"{fmt(r.get('link_fast'))} / {fmt(r.get('predicted_link_fast'))}",
-                "why not": r.get("law_reason", "") or "",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
-    osc = osc.assign(period_shown=np.where(osc["peak_p"] < 0.05, osc["dominant_period"], np.nan))
-    per = osc.pivot_table(index="run_id", columns="key", values=["period_shown", "iat"], aggfunc="first", dropna=False)
-    rows = []
-    for _, r in summary.iterrows():
-        row = {"run": r.get("label", r["run_id"]), "run_id": str(r["run_id"])[:8]}
-        if r["reason"]:
-            row["note"] = r["reason"]
-            rows.append(row)
-            continue
-        row.update(
-            {
-                "ratio g:d_fake [95% CI]": ci(r, "ratio"),
-                "link [CI]": ci(r, "link"),
-                "context": fmt(r.get("context")),
-                "timing": fmt(r["timing"]),
-                "sampling": fmt(r["sampling"]),
-                "p̄": fmt(r["p_bar"], 3),
-                "r": fmt(r["corr"]),
-                "implied ratio": fmt(r["implied_ratio"]),
-            }
-        )
-        for key, short in ((C.D_FAKE, "d_fake"), (C.G_LOSS, "g")):
-            for m, name in (("period_shown", "period"), ("iat", "IAT")):
-                try:
-                    v = per.loc[r["run_id"], (m, key)]
-                    row[f"{short} {name}"] = "n.s." if m == "period_shown" and pd.isna(v) else fmt(v, 1)
-                except KeyError:
-                    row[f"{short} {name}"] = "—"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(str(r[c]).replace("|", "/") if pd.notna(r[c]) else "" for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _md_inline(text: str) -> str:
-    """Markdown → HTML for the few inline forms the findings use (**bold**, `code`), after escaping."""
-    import re
-
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-STYLE = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;max-width:1100px;margin:0 auto;
-padding:1em 1.5em}p,li,summary{overflow-wrap:anywhere}
-h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-p.meta{color:#666;margin-top:0}.answer{background:#f6f8fa;border-left:4px solid #2f6feb;padding:.6em 1em}
-.scroll{overflow-x:auto;max-width:100%}table.t{border-collapse:collapse;font-size:12.5px;margin:.5em 0}
-table.t td,table.t th{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top;
-white-space:nowrap}table.t td:last-child{white-space:normal;min-width:22em}
-table.t th{background:#f6f8fa}img{max-width:100%;height:auto}details{margin:.4em 0}
-summary{cursor:pointer;font-weight:600}code{font-size:.9em;background:#f0f0f0;padding:0 .25em}
-"""
-
-
-def _findings_html(findings: list[str]) -> list[str]:
-    body, items = [], []
-    for f in findings + [""]:  # keep each bullet list where the findings put it
-        if f.startswith("- "):
-            items.append(f"<li>{_md_inline(f[2:])}</li>")
-            continue
-        if items:
-            body.append("<ul>" + "".join(items) + "</ul>")
-            items = []
-        if f:
-            body.append(f"<p>{_md_inline(f)}</p>")
-    return body
-
-
-def _findings_md(findings: list[str]) -> list[str]:
-    md = []
-    for i, f in enumerate(findings):  # a blank line ends each paragraph and each bullet list
-        last_bullet = f.startswith("- ") and (i + 1 == len(findings) or not findings[i + 1].startswith("- "))
-        md.append(f + "\n" if not f.startswith("- ") or last_bullet else f)
-    return md
 
 
 def _first_block(findings: list[str]) -> int:
@@ -490,115 +176,150 @@ def _first_block(findings: list[str]) -> int:
     return i
 
 
-METHOD = (
-    "Std ratios after a 10 % burn-in; 95 % circular block-bootstrap CIs (blocks ≥ 3 periods of g), all "
-    "series resampled jointly. Factors telescope through the probe cells: link (g- vs d_fake-link on D's "
-    "batch), context (D step's vs G step's BatchNorm context), timing (D before vs after its update), "
-    "sampling (D's vs G's batch). The law: D's raw scores on a batch as a Gaussian whose mean and sd swing "
-    "across steps as a bivariate Gaussian (five numbers: mean score, mean sd, the sds of both swings and their "
-    "correlation), the links applied exactly (Gauss-Hermite); the path diagnostic applies them to each step's "
-    'own mean and sd; error = law / measured − 1, verdict "holds" when its interval lies within ±15 %, '
-    '"fails" when outside, "undecided" otherwise. Bands split at a period of 16 steps (Butterworth, '
-    "zero phase). Periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
-    "Bonferroni); n.s. = no significant oscillation. Definitions: `gantrack.analysis.explain`, "
-    "`gantrack.analysis.law`."
-)
+def render(
+    analysis: Analysis,
+    out_dir: str | Path,
+    extra_sections: list[tuple[str, str | pd.DataFrame]] | None = None,
+    workers: int = 2,
+    progress: bool = False,
+) -> tuple[Path, Path, dict[str, Path]]:
+    """Figures, ``report.md`` and ``report.html`` under ``out_dir``; returns (html, markdown, run figures).
+
+    ``extra_sections``: (title, Markdown text or a DataFrame of Markdown-inline cells), placed after the
+    answer."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GantrackError(f"--out {out} exists and is not a folder")
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    a, summary = analysis, analysis.summary
+    jobs = [(rid, (r.wide, r.spectrum, r.curves, r.title, _implied_tuple(r))) for rid, r in a.runs.items()]
+    if workers > 1 and len(jobs) > 3:  # per-run figures are independent: render them in worker processes
+        with ProcessPoolExecutor(workers) as pool:
+            it = pool.map(_run_figure, [j[1] for j in jobs])
+            pngs = list(tqdm(it, total=len(jobs), disable=not progress, desc="figures", unit="run"))
+    else:
+        pngs = [_run_figure(j[1]) for j in jobs]
+    run_pngs = {}
+    for (rid, _), png in zip(jobs, pngs):
+        path = figure_path(out / "figures", rid)
+        path.write_bytes(png)
+        run_pngs[rid] = path
+    cross = {}
+    ok = summary[summary["reason"] == ""]
+    if len(ok):
+        first = _groups(ok)[0][1].iloc[0]  # the question's scenario, its first run
+        r = a.runs[first["run_id"]]
+        cross["answer.png"] = plots.png_bytes(plots.answer_figure(r.wide, _implied_tuple(r), first["label"]), dpi=90)
+        cross["predicted_vs_measured.png"] = plots.png_bytes(plots.predicted_vs_measured(ok), dpi=90)
+        cross["factors.png"] = plots.png_bytes(plots.factor_bars(a.factors), dpi=90)
+    for name, png in cross.items():
+        (out / "figures" / name).write_bytes(png)
+
+    sections = _sections(a, cross, run_pngs, extra_sections or [])
+    n = len(summary)
+    meta = f"{n} run{'s' * (n != 1)}, generated {time.strftime('%Y-%m-%d %H:%M')}."
+    title, footer = f"gantrack report: {a.experiment}", "Method: " + D.method(a.options)
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(D.to_markdown(title, meta, sections, footer))
+    html_path.write_text(D.to_html(title, meta, sections, footer))
+    return html_path, md_path, run_pngs
 
 
-def _write(md_path, html_path, experiment, summary, factors, osc, findings, run_pngs, cross, extra) -> None:
-    table, law_table = _table(summary, osc), _law_table(summary)
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    cut = _first_block(findings)
-    first, rest = findings[:cut], findings[cut:]
-    cols = ["factor", "estimate", "lo", "hi", "share", "predicted", "predicted_simple", "reason"]
+def _image(cross: dict, name: str, alt: str) -> D.Image:
+    return D.Image(cross[name], f"figures/{name}", alt)
 
-    md = [
-        f"# gantrack report: {experiment}",
-        "",
-        f"{len(summary)} runs, generated {stamp}.",
-        "",
-        "## Why does g swing while d_fake looks calm?",
-        "",
-    ]
+
+def _sections(a: Analysis, cross: dict, run_pngs: dict, extra: list) -> list[D.Section]:
+    cut = _first_block(a.findings)
+    first, rest = a.findings[:cut], a.findings[cut:]
+    answer_blocks = []
     if "answer.png" in cross:
-        md += ["![d_fake and g as the book plots them, and in probability space](figures/answer.png)", ""]
-    md += _findings_md(first)
+        answer_blocks.append(
+            _image(cross, "answer.png", "d_fake and g as the book plots them, and in probability space")
+        )
+    answer_blocks.append(D.Text(first, boxed=True))
+    sections = [D.Section("Why does g swing while d_fake looks calm?", answer_blocks)]
     if rest:
-        md += ["## The other scenarios", ""] + _findings_md(rest)
+        sections.append(D.Section("The other scenarios", [D.Text(rest)]))
     for title, body in extra:
-        md += ["", f"## {title}", "", body]
-    if len(law_table):
-        md += ["", "## The law against the measurements", "", _md_table(law_table), ""]
-    md += ["", "## Across runs", "", _md_table(table), ""]
-    for name in cross:
-        if name != "answer.png":
-            md += [f"![{name}](figures/{name})", ""]
-    md += ["## Runs", ""]
+        blocks = [D.Table(body)] if isinstance(body, pd.DataFrame) else D.markdown_section(body)
+        sections.append(D.Section(title, blocks))
+    law = D.law_table(a.summary)
+    if len(law):
+        sections.append(D.Section("The law against the measurements", [D.Table(law)]))
+    across = [D.Table(D.runs_table(a.summary, a.oscillation)), D.Text([D.RUN_TABLE_NOTES])]
+    across += [_image(cross, name, name) for name in cross if name != "answer.png"]
+    sections.append(D.Section("Across runs", across))
+    details = []
     for rid, path in run_pngs.items():
-        r = summary[summary["run_id"] == rid].iloc[0]
-        f = factors[factors["run_id"] == rid][[c for c in cols if c in factors]].round(3)
-        md += [
-            f"### {r.get('label', rid)} (`{rid}`)",
-            "",
-            f"![run {rid}](figures/{path.name})",
-            "",
-            _md_table(f.astype(object).where(f.notna(), "")),
-            "",
-        ]
-    md += ["", "Method: " + METHOD]
-    md_path.write_text("\n".join(md))
+        r = a.summary[a.summary["run_id"] == rid].iloc[0]
+        f = a.factors[a.factors["run_id"] == rid]
+        details.append(
+            D.Details(
+                f"{r['label']} `{rid}`",
+                [D.Image(path.read_bytes(), f"figures/{path.name}", f"run {rid}"), D.Table(D.factors_table(f))],
+            )
+        )
+    for _, r in a.summary[a.summary["reason"] != ""].iterrows():
+        details.append(D.Details(f"{r['label']} `{r['run_id']}`", [D.Text([f"Not explained: {r['reason']}."])]))
+    sections.append(D.Section("Runs", details))
+    return sections
 
-    def img(data: bytes, alt: str) -> str:
-        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
-    def tbl(df: pd.DataFrame) -> str:
-        return "<div class='scroll'>" + df.to_html(index=False, escape=True, na_rep="", classes="t") + "</div>"
+def ui_hint(tracking_uri: str, experiment: str) -> str:
+    """How to browse the runs, as a command the user can paste (shell-quoted)."""
+    from ..tracking import redact
 
-    body = [
-        f"<h1>gantrack report: {html.escape(experiment)}</h1>",
-        f"<p class='meta'>{len(summary)} runs, generated {stamp}.</p>",
-        "<h2>Why does g swing while d_fake looks calm?</h2>",
-    ]
-    if "answer.png" in cross:
-        body.append(img(cross["answer.png"], "d_fake and g as the book plots them, and in probability space"))
-    body.append("<div class='answer'>" + "".join(_findings_html(first)) + "</div>")
-    if rest:
-        body += ["<h2>The other scenarios</h2>", *_findings_html(rest)]
-    for title, text in extra:
-        body += [f"<h2>{html.escape(title)}</h2>", "<div class='scroll'>" + _md_table_html(text) + "</div>"]
-    if len(law_table):
-        body += ["<h2>The law against the measurements</h2>", tbl(law_table)]
-    body += ["<h2>Across runs</h2>", tbl(table)]
-    body += [img(data, name) for name, data in cross.items() if name != "answer.png"]
-    body.append("<h2>Runs</h2>")
-    for rid, path in run_pngs.items():
-        r = summary[summary["run_id"] == rid].iloc[0]
-        f = factors[factors["run_id"] == rid][[c for c in cols if c in factors]].round(3)
-        body += [
-            f"<details><summary>{html.escape(str(r.get('label', rid)))} <code>{html.escape(str(rid))}</code></summary>",
-            img(path.read_bytes(), f"run {rid}"),
-            tbl(f),
-            "</details>",
-        ]
-    body.append(f"<p class='meta'>Method: {_md_inline(METHOD)}</p>")
-    html_path.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'>"
-        f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>gantrack report: "
-        f"{html.escape(experiment)}</title><style>{STYLE}</style></head><body>" + "\n".join(body) + "</body></html>"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"browse the runs: {redact(tracking_uri)} (the tracking server's UI), experiment {experiment}"
+    uri = f" --tracking-uri {shlex.quote(redact(tracking_uri))}" if tracking_uri else ""
+    return (
+        f"browse the runs: gantrack ui{uri} --experiment {shlex.quote(experiment)}   "
+        "(MLflow UI on http://127.0.0.1:5000)"
     )
 
 
-def _md_table_html(text: str) -> str:
-    """Render a section given as Markdown: a table if it is one, paragraphs otherwise."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if lines and lines[0].startswith("|"):
-        rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
-        head, *rest = rows
-        return (
-            "<table class='t'><tr>"
-            + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-            + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
-            + "</table>"
-        )
-    return "".join(f"<p>{_md_inline(line)}</p>" for line in lines)
+def build_report(
+    experiment: str,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    runset: RunSet | None = None,
+    log_to_mlflow: bool = True,
+    progress: bool = True,
+    extra_sections: list[tuple[str, str | pd.DataFrame]] | None = None,
+    workers: int = 2,
+    key_map: dict[str, str] | None = None,
+    **options,
+) -> Report:
+    """Analyse every run of ``experiment`` and write the report to ``out_dir`` (default
+    ``./reports/<experiment>``); unless ``log_to_mlflow`` is false, log the results back to the store the
+    runs were read from (``runset.tracking_uri``; ``tracking_uri`` when the RunSet has none).
+    ``extra_sections``: (title, Markdown or DataFrame) placed after the answer; ``key_map``: for runs
+    another loop logged under its own names (see ``load_runs``); ``options``: as for ``oscillation``."""
+    from .publish import publish_report
+
+    t0 = time.perf_counter()
+    rs = runset or load_runs(experiment, tracking_uri=tracking_uri, progress=progress, key_map=key_map)
+    analysis = analyse(rs, experiment, progress=progress, **options)
+    out = Path(out_dir or Path("reports") / experiment)
+    html_path, md_path, run_pngs = render(analysis, out, extra_sections, workers, progress)
+    report_run = None
+    store_uri = rs.tracking_uri or tracking_uri
+    if log_to_mlflow:
+        from ..tracking import redact, resolve_tracking_uri
+
+        store_uri = resolve_tracking_uri(store_uri)
+        try:
+            report_run = publish_report(analysis, store_uri, run_pngs, out)
+        except Exception as e:  # a read-only role (direct reads), a store gone: the files are written regardless
+            why = first_line(e, prefer=("denied", "rror"))
+            print(
+                f"gantrack: warning: report written to {out} but not logged back to {redact(store_uri)}: {why}",
+                file=sys.stderr,
+                flush=True,
+            )
+    if progress:
+        print(f"report built in {time.perf_counter() - t0:.1f} s", flush=True)
+    return Report(html_path, md_path, analysis.summary, analysis.factors, analysis.oscillation, report_run, analysis)
