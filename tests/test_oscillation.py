@@ -6,7 +6,7 @@ import pytest
 from statsmodels.stats.diagnostic import acorr_ljungbox
 from statsmodels.tsa.stattools import acf as sm_acf
 
-from gantrack.analysis.oscillation import (
+from gantrack.analysis.measures import (
     acf,
     block_indices,
     cross_correlation,

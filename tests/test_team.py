@@ -68,14 +68,15 @@ def test_rest_reads_never_trust_a_capped_answer(team, monkeypatch):
     """The bulk route truncates at its row cap without saying so. Without row estimates every key is
     one batch of all runs: with a cap of 7 each answer overflows and is split down to single runs,
     paged through get-history 7 rows at a time; with 30, some batches of two fit and some split."""
-    from gantrack.analysis import runs as runs_module
+    from gantrack.analysis import readers
+    from gantrack.analysis.frames import concat
 
     uri, ids, odd = team
     ref = load_runs("team", tracking_uri=uri, method="client", cache=False, progress=False).metrics
     run_keys = {rid: sorted(set(ref.loc[ref["run_id"] == rid, "key"].astype(str))) for rid in (*ids, odd)}
     for cap in (7, 30, 25000):
-        monkeypatch.setattr(runs_module, "REST_PAGE", cap)
-        _frames_equal(runs_module._concat(runs_module._read_rest(uri, run_keys)), ref)
+        monkeypatch.setattr(readers, "REST_PAGE", cap)
+        _frames_equal(concat(readers._read_rest(uri, run_keys)), ref)
 
 
 def test_report_and_training_work_against_the_postgres_server(team, tmp_path):

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .. import contract as C
-from .explain import SLOW_PERIOD, TOLERANCE
-from .oscillation import Options
+from .decompose import SLOW_PERIOD, TOLERANCE
+from .measures import Options
 from .text import ci, fmt, pct
 
 

@@ -1,7 +1,7 @@
 """Comparative report across the runs of an experiment: analyse → render → publish.
 
 - ``analyse(runset, **options)`` computes everything once and returns an ``Analysis``: each run's
-  series are prepared once (``oscillation.prepare``) and feed both the oscillation measures and the
+  series are prepared once (``measures.prepare``) and feed both the oscillation measures and the
   explanation, so the two see the same steps;
 - ``render(analysis, out_dir)`` draws the figures and writes ``report.md`` and ``report.html`` from one
   list of sections (``document``);
@@ -28,9 +28,9 @@ from ..errors import GantrackError, first_line
 from ..losses import family as loss_family
 from . import document as D
 from . import plots
-from .explain import FACTOR_COLUMNS, SERIES_KEYS, explain
+from .decompose import FACTOR_COLUMNS, SERIES_KEYS, explain
 from .findings import _groups, answer, run_labels
-from .oscillation import Options, measure, prepare
+from .measures import Options, measure, prepare
 from .runs import RunSet, load_runs
 
 META_COLUMNS = {  # run tag → the report's column

@@ -38,7 +38,7 @@ from ..errors import GantrackError
 from ..losses import family as loss_family
 from . import law
 from .columns import returns_section
-from .oscillation import (
+from .measures import (
     Options,
     acf,
     block_indices,
@@ -178,7 +178,7 @@ def explain(
     read from MLflow); ``run_id`` may be omitted when the frame holds one run; ``family``: the loss
     family (default: the run's ``gantrack.loss`` tag, else nsgan); ``per_sample``: the arrays of
     ``gantrack.probes.read_per_sample`` (default: from the RunSet, if any). ``options``: as for
-    ``oscillation`` (burn_in, n_boot, ci, seed, nperseg, ...). ``prepared``: ``oscillation.prepare``'s
+    ``oscillation`` (burn_in, n_boot, ci, seed, nperseg, ...). ``prepared``: ``measures.prepare``'s
     (series, failed) for this run's ``SERIES_KEYS``, when the caller has prepared them already.
 
     Returns a dict of DataFrames: ``summary`` (one row, the columns below), ``factors`` (one row per
