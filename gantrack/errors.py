@@ -17,11 +17,14 @@ def first_line(e: BaseException, limit: int = 300, prefer: tuple[str, ...] = ())
     """The first non-blank line of ``e``'s message (its type name when empty), for one-line errors.
 
     ``prefer``: take the first line containing one of these instead, when there is one (SQLAlchemy
-    puts its own notes before the database's message, e.g. "permission denied for table ...").
+    puts its own notes before the database's message, e.g. "permission denied for table ...");
+    SQLAlchemy's autoflush and background-link notes are skipped.
     libpq prefixes every connection failure with 'connection to server at "h", port p failed:';
     that prefix is dropped so the reason (a wrong password, a missing database) is what shows.
     """
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # SQLAlchemy wraps the database's message in notes of its own: never the reason
+    notes = ("(raised as a result of", "(Background on this error")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(notes)]
     preferred = [ln for ln in lines if any(word in ln for word in prefer)]
     text = (preferred or lines or [type(e).__name__])[0]
     if "connection to server" in text and "failed:" in text:

@@ -25,7 +25,6 @@ Credentials in the storage URL are never logged: messages show it with the passw
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import time
@@ -36,6 +35,7 @@ from . import tracking
 from .config import Config
 from .errors import GantrackError, first_line
 from .gridpoint import carry_out, close_parent, parent_run, plan
+from .messages import warn
 
 ATTR_PARENT, ATTR_POINTS, ATTR_SEEDED = "gantrack_parent_run_id", "gantrack_points", "gantrack_seeded"
 
@@ -71,7 +71,7 @@ def _storage(url: str, heartbeat: float, grace: float, max_retry: int):
             try:
                 super().record_heartbeat(trial_id)
             except OperationalError as e:
-                logging.getLogger("gantrack").warning("heartbeat not recorded (%s); next beat retries", first_line(e))
+                warn("heartbeat not recorded (%s); next beat retries", first_line(e))
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -106,7 +106,7 @@ def _retrying(fn, *args, what: str, patience: float = 600.0, **kw):
         except OperationalError as e:
             if waited >= patience:
                 raise GantrackError(f"{what}: the database stayed unreachable for {patience:.0f} s") from None
-            logging.getLogger("gantrack").warning("%s: database unreachable (%s); retrying", what, first_line(e))
+            warn("%s: database unreachable (%s); retrying", what, first_line(e))
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 15.0)

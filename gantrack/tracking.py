@@ -11,11 +11,9 @@ JSON-lines file so nothing is lost.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -26,8 +24,7 @@ from typing import Any
 
 from . import contract as C
 from .errors import GantrackError, first_line
-
-log = logging.getLogger("gantrack")
+from .messages import warn
 
 # MLflow 3 opens experiments as GenAI unless the experiment tag says model training
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = C.EXPERIMENT_KIND_TAG, C.EXPERIMENT_KIND
@@ -240,7 +237,7 @@ def best_effort(fn, *args, **kwargs) -> bool:
         fn(*args, **kwargs)
         return True
     except Exception as e:
-        log.warning("MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn), first_line(e, 200))
+        warn("MLflow call %s failed (%s); training continues", getattr(fn, "__name__", fn), first_line(e, 200))
         return False
 
 
@@ -346,7 +343,7 @@ class MetricBuffer:
                 )
                 sent += len(chunk)
             if self.failures:
-                print("gantrack: MLflow reachable again; buffered metrics written", file=sys.stderr)
+                warn("MLflow reachable again; buffered metrics written")
                 self.failures, self.backoff = 0, 2.0
             return not self.pending
         except Exception as e:  # network or lock errors: keep the metrics (in order) and retry later
@@ -356,11 +353,7 @@ class MetricBuffer:
             self.next_try = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, 60.0)
             if self.failures == 1:
-                print(
-                    f"gantrack: cannot write to MLflow ({first_line(e, 120)}); training continues, "
-                    f"metrics are buffered",
-                    file=sys.stderr,
-                )
+                warn("cannot write to MLflow (%s); training continues, metrics are buffered", first_line(e, 120))
             return False
 
     def close(self, final_status: str | None = None) -> Path | None:
@@ -395,10 +388,7 @@ class MetricBuffer:
                 f.write(json.dumps({"run_id": self.run_id, "status": final_status}) + "\n")
         n = len(self.pending)
         self.pending.clear()
-        print(
-            f"gantrack: MLflow unreachable; {n} metrics spooled to {path} (upload with `gantrack sync {path}`)",
-            file=sys.stderr,
-        )
+        warn("MLflow unreachable; %d metrics spooled to %s (upload with `gantrack sync %s`)", n, path, path)
         return path
 
 

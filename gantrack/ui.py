@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import tracking
 from .errors import GantrackError
+from .messages import warn
 from .signals import terminate_as_interrupt
 
 # MLflow's GenAI job runner (a job-runner process and ~7 huey consumers, each importing mlflow) costs
@@ -125,11 +126,7 @@ def serve(uri: str | None = None, port: int = 5000, experiment: str | None = Non
                         where = f"{url}/#/experiments/{exp.experiment_id}/runs"
                 print(f"MLflow UI: {where}   (Ctrl-C to stop)", flush=True)
                 code = proc.wait()
-                print(
-                    f"gantrack: mlflow server exited with status {code}: {_last_line(proc.gantrack_log)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                warn("mlflow server exited with status %s: %s", code, _last_line(proc.gantrack_log))
                 return code if code >= 0 else 128 - code
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated): the server is already stopped
             return 0

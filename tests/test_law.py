@@ -1,7 +1,6 @@
 """The link law on per-sample data whose answers are known, and the context factor on real runs."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from gantrack import Config
@@ -94,11 +93,10 @@ def test_wide_intervals_are_undecided_not_held():
     frame, ps = frame_and_probes(scores)
     s = explain(frame, per_sample=ps, n_boot=200, min_length=16)["summary"].iloc[0]
     lo, hi = s["link_error_lo"], s["link_error_hi"]
-    inside = -0.15 <= lo and hi <= 0.15
-    outside = lo > 0.15 or hi < -0.15
-    assert s["law_verdict"] == ("holds" if inside else "fails" if outside else "undecided")
-    if s["law_verdict"] != "holds":
-        assert s["law_reason"]
+    assert s["law_verdict"] == "undecided"
+    assert hi - lo > 0.30  # wider than the ±15 % band itself
+    assert lo < -0.15 < hi or lo < 0.15 < hi  # and across one of its edges
+    assert "too wide to decide" in s["law_reason"]
 
 
 def _frozen_after_training(schedule: str, warm: int = 60, steps: int = 80):
@@ -141,7 +139,8 @@ def test_law_on_a_trained_run_reproduces_its_link():
             ]
         ].astype(float)
     ).all()
-    assert s["law_verdict"] in ("holds", "fails", "undecided")
+    # the law reproduces this run's link: error 0.5 % [-0.4, +1.9] when written (a 30 % shift would fail)
+    assert s["law_verdict"] == "holds" and abs(s["link_error"]) < 0.05
 
 
 def test_older_runs_without_the_context_cell_keep_a_combined_timing():
@@ -151,4 +150,3 @@ def test_older_runs_without_the_context_cell_keep_a_combined_timing():
     assert np.isnan(f.loc["context", "estimate"]) and "dbatch_before_gctx" in f.loc["context", "reason"]
     assert np.isfinite(f.loc["timing", "estimate"]) and "includes BatchNorm context" in f.loc["timing", "reason"]
     assert f.loc["residual", "estimate"] == pytest.approx(1.0, rel=1e-9)
-    assert isinstance(pd.DataFrame(f), pd.DataFrame)

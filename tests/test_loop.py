@@ -111,7 +111,8 @@ def test_every_update_order_gives_the_factors_it_allows(order, store):
     if order == "simultaneous":
         assert f["link"] == pytest.approx(ex["summary"]["ratio"].iloc[0], rel=1e-6)
     s = ex["summary"].iloc[0]
-    assert s["law_verdict"] in ("holds", "fails", "undecided")  # per-sample probes were written and read
+    # per-sample probes were written and read: the law has numbers (pinned in test_pins)
+    assert s["law_verdict"] != "unavailable" and np.isfinite(s["predicted_link"]), s["law_reason"]
     assert len(rs.per_sample(probes.run_id)["steps"]) == 40
 
 

@@ -307,7 +307,9 @@ READERS: dict[tuple[str, str], Reader] = {
     ("sql", "*"): lambda uri, mlclient, run_keys, runs: _read_sqlalchemy(uri, run_keys),
     ("rest", "*"): lambda uri, mlclient, run_keys, runs: _read_rest(
         # expected rows per series (latest step + 1) let the bulk route batch runs into capped answers
-        uri, run_keys, sizes={(rid, m.key): m.step + 1 for rid in run_keys for m in runs[rid].data._metric_objs}
+        uri,
+        run_keys,
+        sizes={(rid, m.key): m.step + 1 for rid in run_keys for m in runs[rid].data._metric_objs},
     ),
     ("client", "*"): lambda uri, mlclient, run_keys, runs: _read_client(mlclient, run_keys),
 }

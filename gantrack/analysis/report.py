@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import pandas as pd
 from .. import contract as C
 from ..errors import GantrackError, first_line
 from ..losses import family as loss_family
+from ..messages import warn
 from . import document as D
 from . import plots
 from .decompose import FACTOR_COLUMNS, SERIES_KEYS, explain
@@ -315,11 +315,7 @@ def build_report(
             report_run = publish_report(analysis, store_uri, run_pngs, out)
         except Exception as e:  # a read-only role (direct reads), a store gone: the files are written regardless
             why = first_line(e, prefer=("denied", "rror"))
-            print(
-                f"gantrack: warning: report written to {out} but not logged back to {redact(store_uri)}: {why}",
-                file=sys.stderr,
-                flush=True,
-            )
+            warn("warning: report written to %s but not logged back to %s: %s", out, redact(store_uri), why)
     if progress:
         print(f"report built in {time.perf_counter() - t0:.1f} s", flush=True)
     return Report(html_path, md_path, analysis.summary, analysis.factors, analysis.oscillation, report_run, analysis)
