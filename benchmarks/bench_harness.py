@@ -211,8 +211,7 @@ def logging_work(cfg: Config, folder: str) -> dict[str, float]:
     sum over the bare loop's time bounds the logging overhead without depending on machine noise."""
     import threading
 
-    from gantrack import harness as harness_module
-    from gantrack import tracking
+    from gantrack import samples, tracking
 
     spent = {"loop thread": 0.0, "writer thread (CPU)": 0.0}
 
@@ -239,7 +238,7 @@ def logging_work(cfg: Config, folder: str) -> dict[str, float]:
                 (tracking.MetricBuffer, "flush"),
                 (tracking.MetricBuffer, "flush_in_background"),
                 (tracking.MetricBuffer, "_send"),
-                (harness_module._Samples, "save"),
+                (samples.SampleGrid, "save"),
                 (tracking, "best_effort"),
             )
         )

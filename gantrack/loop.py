@@ -72,7 +72,13 @@ class LoopProbes:
     own statistics: PyTorch's default) or ``"moving"`` (you call ``D.eval()`` for the G step).
     ``per_sample``: keep every cell's per-sample scores as the run artifact. ``enabled=False`` turns
     every call into a no-op (no run, no forward passes): one flag to train with or without probes.
-    The MLflow run is created by ``start()`` (or ``with``) in ``experiment`` of ``tracking_uri``.
+    The MLflow run is created by ``start()`` (or ``with``) in ``experiment`` of ``tracking_uri`` and
+    owned by a ``tracked_run.TrackedRun``, as harness runs are: a run that cannot be created is one
+    ``GantrackError`` line; params are cut to MLflow's 6,000 characters; ``gantrack.status`` and the end
+    time are set; while the run is open on an http(s) store, MLflow's HTTP retries are shortened in the
+    environment (``MLFLOW_HTTP_REQUEST_*`` where unset; restored when the run ends), so a dead server
+    costs seconds and the metrics wait in the buffer. ``run_id`` is the run's id once started; one
+    ``LoopProbes`` is one run (entering ``with`` again is refused before a second run exists).
 
     Devices and precision follow your loop: the probe passes run D on the device its parameters are on,
     inside whatever autocast context you call ``d_step``/``g_step``/``end_step`` from (call them where

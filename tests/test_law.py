@@ -94,8 +94,7 @@ def test_wide_intervals_are_undecided_not_held():
     s = explain(frame, per_sample=ps, n_boot=200, min_length=16)["summary"].iloc[0]
     lo, hi = s["link_error_lo"], s["link_error_hi"]
     assert s["law_verdict"] == "undecided"
-    assert hi - lo > 0.30  # wider than the ±15 % band itself
-    assert lo < -0.15 < hi or lo < 0.15 < hi  # and across one of its edges
+    assert lo < -0.15 < hi or lo < 0.15 < hi  # the interval lies across an edge of the ±15 % band
     assert "too wide to decide" in s["law_reason"]
 
 

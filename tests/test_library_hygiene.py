@@ -35,11 +35,18 @@ def test_training_leaves_backend_threads_rng_and_environment_alone(where, tmp_pa
     assert out.returncode == 0 and "clean" in out.stdout, out.stderr[-2000:]
 
 
-def test_import_and_presets_do_not_load_torch_or_matplotlib():
-    code = (
-        "import sys; import gantrack; from gantrack.cli import main; main(['presets']); "
-        "print(sorted(m for m in ('torch', 'matplotlib', 'mlflow') if m in sys.modules))"
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import gantrack; from gantrack.cli import main; main(['presets'])",
+        # reading runs: the analysis package loads its submodules when first used
+        "from gantrack.analysis import load_runs, RunSet",
+    ],
+)
+def test_import_presets_and_reading_runs_do_not_load_torch_or_plotting(code):
+    probe = "; print(sorted(m for m in ('torch', 'matplotlib', 'seaborn') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; " + code + probe], capture_output=True, text=True, timeout=120
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -21,7 +21,11 @@ def _label(row) -> str:
         v for c, book in (("arch", "bn"), ("precision", "fp32")) if isinstance(v := row.get(c), str) and v != book
     ]
     seed = row.get("seed")
-    return "/".join(parts) + (f"/s{seed}" if isinstance(seed, str) else "") or str(row["run_id"])[:8]
+    label = "/".join(parts) + (f"/s{seed}" if isinstance(seed, str) else "")
+    name = row.get("name")
+    if not isinstance(row.get("scenario"), str) and isinstance(name, str) and name:
+        return f"{name} ({label})" if label else name  # not a preset's run: its name says which it is
+    return label or str(row["run_id"])[:8]
 
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:
@@ -52,7 +56,8 @@ def _groups(s: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     scen = s["scenario"].fillna("").astype(str) if "scenario" in s else pd.Series("", index=s.index)
     several = scen.nunique() > 1 and (scen != "").any()
     fams = s["family"].nunique() > 1
-    label = (scen + (" / " + s["family"] if fams else "")) if several else s["family"]
+    named = scen.where(scen != "", "runs without a scenario tag")  # e.g. your own loops
+    label = (named + (" / " + s["family"] if fams else "")) if several else s["family"]
     rank = scen.map(lambda x: SCENARIO_ORDER.index(x) if x in SCENARIO_ORDER else len(SCENARIO_ORDER))
     fam_rank = s["family"].map(
         lambda x: C.LOSS_FAMILIES.index(x) if x in C.LOSS_FAMILIES else len(C.LOSS_FAMILIES)
