@@ -424,10 +424,12 @@ def _loop(
                 bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in (C.D_REAL, C.D_FAKE, C.G_LOSS)}, refresh=False)
             bar.update(1)
         bar.close()
+        run.flush()  # the last metrics write belongs to the loop's time (a failed one is retried by finish)
         loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - cpu_loop
 
         def final_artifacts():
-            # the loop's wall time (training, per-step logging), for users and the overhead benchmark;
+            # the loop's wall time (training, per-step logging, the last metrics write), for users and the
+            # overhead benchmark;
             # CPU seconds of the whole process over the loop: all torch threads and the metrics writer,
             # so work moved off the loop thread still shows
             run.set_tag(C.TAG_LOOP_SECONDS, f"{loop_s:.3f}", best_effort=True)

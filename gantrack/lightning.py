@@ -2,10 +2,11 @@
 
     class GAN(L.LightningModule):
         def training_step(self, batch, batch_idx):
+            probes = getattr(self, "gantrack", None)    # set by the callback; None without it
             ...
-            self.gantrack.g_step(fake, d_out)            # the scores the generator loss uses
+            if probes: probes.g_step(fake, d_out)       # the scores the generator loss uses
             ...
-            self.gantrack.d_step(fake.detach(), d_fake, d_real)   # before D's optimiser step
+            if probes: probes.d_step(fake.detach(), d_fake, d_real)   # before D's optimiser step
             ...
 
     trainer = L.Trainer(callbacks=[GantrackCallback(order="g-first", experiment="my-gan")],
@@ -16,14 +17,21 @@ The callback opens the MLflow run when fitting starts, gives the module ``self.g
 run FINISHED, or FAILED with the reason when fitting raises. gantrack logs every step itself;
 ``log_every_n_steps=1`` is what makes Lightning's own logger per-step too (its default, 50, would
 decimate your ``self.log`` curves and alias the D/G ping-pong away).
+
+Steps: gantrack counts one step per batch (``end_step`` after the batch). Lightning's ``max_steps`` and
+``global_step`` count optimiser steps, so with manual optimisation of two optimisers ``max_steps=20``
+trains 10 batches: pass twice the batches you want, or use ``max_epochs`` / ``limit_train_batches``.
 """
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
-
 from .errors import GantrackError
 from .loop import LoopProbes
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # one line that names the extra, not a traceback into Lightning
+    raise GantrackError("gantrack.lightning needs PyTorch Lightning: pip install 'gantrack[lightning]'") from None
 
 
 class GantrackCallback(pl.Callback):

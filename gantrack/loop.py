@@ -28,15 +28,39 @@ background thread, spooled through tracking outages), the per-sample artifact, a
 - ``simultaneous``: both losses from the same forward pass, both updated after it: ``context``,
   ``timing`` and ``sampling`` are 1 when G's scores are D's.
 
+The order of your calls must agree with the declared ``order``: ``d_step`` before ``g_step`` for the
+d-first orders, ``g_step`` first for ``g-first``, and a d-first loop whose G step scores D's own fake
+batch is ``d-first-same-batch``. A declaration the calls contradict is refused at once (a wrong order
+would give a wrong explanation without a word).
+
+**Critic steps (n_critic > 1, WGAN):** call ``d_step`` on every critic update; the probe cells belong to
+the last one before G's step (each call replaces the previous one's cells)::
+
+    for _ in range(n_critic):
+        ...; probes.d_step(fake, critic(fake), critic(real)); opt_c.step()
+    ...; probes.g_step(fake, critic(fake)); opt_g.step(); probes.end_step()
+
+**A conditional D(x, y):** pass the extra inputs D takes with each batch, ``d_step(fake, scores,
+real_scores, d_inputs=(y_fake,))`` and ``g_step(fake, scores, d_inputs=(y_gen,))``: the probe passes
+call ``D(fake, *d_inputs)``.
+
+**Your own metrics** (``loss/gp``, a learning rate, a FID): ``probes.log_metrics({"loss/gp": gp})`` logs
+them into the probes' run at the current step (``run_id`` names the run).
+
 A misuse (``g_step`` before ``d_step`` where the order forbids it, ``end_step`` without both, batch
-sizes that do not match) raises ``GantrackError`` at once; inside ``with`` the run then ends FAILED
-with the reason and no per-sample artifact is written.
+sizes that do not match, probabilities outside [0, 1] with ``outputs="probabilities"``) raises
+``GantrackError`` at once; inside ``with`` the run then ends FAILED with the reason and no per-sample
+artifact is written. A step whose losses are not finite is logged, tagged ``gantrack.nonfinite_step``
+(the first such step) and warned about once. Metrics are written every ``flush_every`` steps or every
+``FLUSH_SECONDS`` seconds, whichever comes first, so a killed script loses seconds of curves.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +72,7 @@ from . import __version__
 from . import contract as C
 from .errors import GantrackError
 from .losses import family
+from .messages import warn
 from .probes import PerSampleRecorder
 from .stepstats import as_floats, bn_stats_frozen, step_metrics
 from .tracked_run import TrackedRun, open_store
@@ -59,6 +84,7 @@ ORDERS = {
     "simultaneous": "both losses from one forward pass, both players updated after it",
 }
 OUTPUTS = ("logits", "probabilities")
+FLUSH_SECONDS = 10.0  # metrics reach the store at least this often (a kill loses seconds, not minutes)
 CONTEXTS = ("batch", "moving")
 
 
@@ -120,6 +146,8 @@ class LoopProbes:
         self.step = 0
         self._copy = None  # D before its update (order d-first only)
         self._recorder: PerSampleRecorder | None = None
+        self._last_flush = time.monotonic()
+        self._nonfinite = False
         self._reset()
 
     @property
@@ -185,29 +213,53 @@ class LoopProbes:
         return False
 
     # --- the three calls --------------------------------------------------------------------------
-    def d_step(self, fake: torch.Tensor, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None) -> None:
+    def d_step(
+        self,
+        fake: torch.Tensor,
+        fake_scores: torch.Tensor,
+        real_scores: torch.Tensor | None = None,
+        d_inputs: tuple = (),
+    ) -> None:
         """D's forward on its fake batch (and real batch), **before** D's optimiser step.
 
-        ``fake``: the fake images D was given; ``fake_scores``/``real_scores``: what D returned.
+        ``fake``: the fake images D was given; ``fake_scores``/``real_scores``: what D returned;
+        ``d_inputs``: D's other inputs for this fake batch (a conditional D's labels). With critic steps,
+        call it on each one: the last call before ``g_step`` is the one the probe cells keep.
         """
         if not self.enabled:
             return
         self._need_run()
-        if self._d is not None:
-            raise GantrackError("d_step() called twice in one step: call end_step() after both updates")
-        if self.order in ("d-first", "d-first-same-batch") and self._g is not None:
-            raise GantrackError(f"g_step() came before d_step() but the order is {self.order!r}")
+        if self._g is not None:
+            if self.order in ("d-first", "d-first-same-batch"):
+                raise GantrackError(f"g_step() came before d_step() but the order is {self.order!r}")
+            if self._d is not None:
+                raise GantrackError(
+                    "d_step() called again after g_step(): call end_step() after both updates (with critic "
+                    f"steps and order {self.order!r}, call d_step() on the first critic update after G's)"
+                )
+        elif self.order == "g-first" and self._d is None:
+            raise GantrackError(
+                "d_step() came before g_step() but the order is 'g-first': your loop updates D first "
+                "(declare order='d-first', or 'd-first-same-batch' if G's step scores D's own fake batch)"
+            )
         fake_scores = self._scores(fake_scores, len(fake), "fake_scores")
         real_scores = None if real_scores is None else self._scores(real_scores, None, "real_scores")
-        fake = fake.detach()
+        fake, d_inputs = fake.detach(), self._inputs(d_inputs, len(fake))
         with self._probing():
-            gctx = self._in_g_context(self.D, fake)
+            gctx = self._in_g_context(self.D, fake, d_inputs)
             if self.order == "d-first":  # G's batch does not exist yet: keep D as it is now
                 self._snapshot()
-        self._d = {"fake": fake, "dbatch_before": fake_scores, "dbatch_before_gctx": gctx, "real": real_scores}
+        self._d = {
+            "fake": fake,
+            "inputs": d_inputs,
+            "dbatch_before": fake_scores,
+            "dbatch_before_gctx": gctx,
+            "real": real_scores,
+        }
 
-    def g_step(self, fake: torch.Tensor, scores: torch.Tensor) -> None:
-        """D's scores of G's batch in your G step (the ones your generator loss is computed from)."""
+    def g_step(self, fake: torch.Tensor, scores: torch.Tensor, d_inputs: tuple = ()) -> None:
+        """D's scores of G's batch in your G step (the ones your generator loss is computed from);
+        ``d_inputs``: D's other inputs for this batch (a conditional D's labels)."""
         if not self.enabled:
             return
         self._need_run()
@@ -216,20 +268,25 @@ class LoopProbes:
         if self.order in ("d-first", "d-first-same-batch") and self._d is None:
             raise GantrackError(f"g_step() without d_step() before it: the order is {self.order!r}")
         scores = self._scores(scores, len(fake), "scores")
-        fake = fake.detach()
-        g = {"fake": fake, "scores": scores}
+        fake, d_inputs = fake.detach(), self._inputs(d_inputs, len(fake))
+        g = {"fake": fake, "inputs": d_inputs, "scores": scores}
         if self.order in ("d-first", "d-first-same-batch"):  # D has been updated: these are the "after" cells
+            same = fake.shape == self._d["fake"].shape and torch.equal(fake, self._d["fake"])
+            if self.order == "d-first" and same:
+                raise GantrackError(
+                    "order 'd-first' but g_step() got the same batch as d_step(): your G step scores D's own "
+                    "fake batch, declare order='d-first-same-batch'"
+                )
+            if self.order == "d-first-same-batch" and not same:
+                raise GantrackError(
+                    "order 'd-first-same-batch' but g_step() got a different batch than d_step(): use order 'd-first'"
+                )
             g["gbatch_after"] = scores
             with self._probing():
-                g["dbatch_after"] = self._in_g_context(self.D, self._d["fake"])
+                g["dbatch_after"] = self._in_g_context(self.D, self._d["fake"], self._d["inputs"])
                 if self.order == "d-first":
-                    g["gbatch_before"] = self._in_g_context(self._copy, fake)
+                    g["gbatch_before"] = self._in_g_context(self._copy, fake, d_inputs)
                 else:
-                    if fake.shape != self._d["fake"].shape or not torch.equal(fake, self._d["fake"]):
-                        raise GantrackError(
-                            "order 'd-first-same-batch' but g_step() got a different batch than "
-                            "d_step(): use order 'd-first'"
-                        )
                     g["gbatch_before"] = self._d["dbatch_before_gctx"]
         else:  # g-first, simultaneous: D has not been updated yet
             g["gbatch_before"] = scores
@@ -247,8 +304,8 @@ class LoopProbes:
         d, g = self._d, self._g
         if self.order in ("g-first", "simultaneous"):  # D has now been updated
             with self._probing():
-                g["dbatch_after"] = self._in_g_context(self.D, d["fake"])
-                g["gbatch_after"] = self._in_g_context(self.D, g["fake"])
+                g["dbatch_after"] = self._in_g_context(self.D, d["fake"], d["inputs"])
+                g["gbatch_after"] = self._in_g_context(self.D, g["fake"], g["inputs"])
         self.step = self.step + 1 if step is None else int(step)
         cells = {
             "dbatch_before": d["dbatch_before"],
@@ -261,15 +318,50 @@ class LoopProbes:
         self.run.log(self.step, metrics.items())
         if self._recorder is not None:
             self._recorder.add(self.step, cells)
-        if self.step % self.flush_every == 0:
+        bad = [k for k in C.LOSS_COMPONENTS if k in metrics and not math.isfinite(metrics[k])]
+        if bad and not self._nonfinite:  # logged as it is, said once
+            self._nonfinite = True
+            self.run.set_tag(C.TAG_NONFINITE_STEP, str(self.step), best_effort=True)
+            warn("non-finite %s at step %d of run %s (logged as it is)", ", ".join(bad), self.step, self.run_id)
+        now = time.monotonic()
+        if self.step % self.flush_every == 0 or now - self._last_flush > FLUSH_SECONDS:
             self.run.flush_in_background()
+            self._last_flush = now
         self._reset()
         return metrics
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Your own metrics (``loss/gp``, a learning rate, ...) into the probes' run, at ``step``
+        (default: the step in progress, i.e. the one the next ``end_step`` logs)."""
+        if not self.enabled:
+            return
+        self._need_run()
+        values = []
+        for key, value in metrics.items():
+            try:
+                values.append((str(key), float(value)))
+            except (TypeError, ValueError):
+                raise GantrackError(f"log_metrics: {key!r} is not a number ({type(value).__name__})") from None
+        self.run.log(self.step + 1 if step is None else int(step), values)
 
     # --- internals ------------------------------------------------------------------------------------
     def _reset(self) -> None:
         self._d: dict | None = None
         self._g: dict | None = None
+
+    @staticmethod
+    def _inputs(d_inputs, n: int) -> tuple:
+        """D's extra inputs as a tuple of detached tensors (or other values), one row per sample."""
+        if not isinstance(d_inputs, (tuple, list)):
+            d_inputs = (d_inputs,)
+        out = []
+        for i, v in enumerate(d_inputs):
+            if isinstance(v, torch.Tensor):
+                if v.ndim and len(v) != n:
+                    raise GantrackError(f"d_inputs[{i}] has {len(v)} rows for a batch of {n} samples")
+                v = v.detach()
+            out.append(v)
+        return tuple(out)
 
     def _need_run(self) -> None:
         if self.run is None:
@@ -288,12 +380,19 @@ class LoopProbes:
             raise GantrackError(f"{name} has {len(s)} scores for a batch of {n} samples")
         s = s[:, 0].float()
         if self.outputs == "probabilities":
+            lo, hi = torch.aminmax(s)
+            lo, hi = float(lo), float(hi)
+            if lo < 0 or hi > 1:  # NaN passes: a non-finite score is logged and tagged, not refused
+                raise GantrackError(
+                    f"{name} has values in [{lo:.3g}, {hi:.3g}] but outputs='probabilities' needs D(x) in [0, 1]: "
+                    "pass outputs='logits' if D returns scores before a sigmoid"
+                )
             s = torch.logit(s.clamp(1e-7, 1 - 1e-7))  # the Keras/BCE clip, so saturated outputs stay finite
         return s
 
-    def _in_g_context(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _in_g_context(self, model: nn.Module, x: torch.Tensor, d_inputs: tuple = ()) -> torch.Tensor:
         """``model``'s raw scores of ``x`` as the G step sees them (batch or moving statistics)."""
-        out = model(x)
+        out = model(x, *d_inputs)
         if self.outputs == "probabilities":
             out = torch.logit(out.clamp(1e-7, 1 - 1e-7))
         return out.detach().reshape(len(x)).float()

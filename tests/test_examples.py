@@ -145,3 +145,21 @@ def test_load_runs_key_map_errors_name_the_runs(foreign):
     uri, _ = foreign
     with pytest.raises(GantrackError, match="ring-s1|run"):
         load_runs("foreign", tracking_uri=uri, key_map={"loss/g": "errG"}, progress=False)
+
+
+def test_wgan_gp_example_with_critic_steps_logs_its_penalty_and_explains(store):
+    run_id, _ = example("wgan_gp_ring").main(["--steps", "40", "--tracking-uri", store, "--experiment", "wgan"])
+    rs = load_runs("wgan", tracking_uri=store, progress=False)
+    gp = rs.metrics[(rs.metrics["run_id"] == run_id) & (rs.metrics["key"] == "loss/gp")]
+    assert sorted(gp["step"]) == list(range(1, 41))
+    f = explain(rs, run_id, n_boot=50, min_length=16)["factors"].set_index("factor")["estimate"]
+    assert f["link"] == pytest.approx(1.0, rel=1e-6)  # WGAN: g = -d_fake
+    assert f["residual"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_conditional_dcgan_example_probes_a_d_of_two_inputs(store):
+    run_id, _ = example("conditional_dcgan").main(["--steps", "40", "--tracking-uri", store, "--experiment", "cond"])
+    rs = load_runs("cond", tracking_uri=store, progress=False)
+    f = explain(rs, run_id, n_boot=50, min_length=16)["factors"].set_index("factor")["estimate"]
+    assert np.isfinite(f[["link", "context", "timing", "sampling"]].astype(float)).all()
+    assert f["residual"] == pytest.approx(1.0, rel=1e-5)

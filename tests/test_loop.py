@@ -132,7 +132,10 @@ def test_training_is_bit_identical_with_and_without_probes(order, store):
 
 def test_probabilities_from_a_sigmoid_d_match_logits(store):
     D, _ = players()
-    probes = LoopProbes(nn.Sequential(D, nn.Sigmoid()), outputs="probabilities", experiment="p", tracking_uri=store)
+    sigmoid_d = nn.Sequential(D, nn.Sigmoid())  # G's step scores D's own batch below: d-first-same-batch
+    probes = LoopProbes(
+        sigmoid_d, order="d-first-same-batch", outputs="probabilities", experiment="p", tracking_uri=store
+    )
     with probes:
         x = torch.randn(8, 4)
         p = probes.D(x)
@@ -155,9 +158,10 @@ def test_misuse_is_a_clear_error_and_the_run_ends_failed_with_nothing_half_writt
         with probes:
             x = torch.randn(8, 4)
             probes.d_step(x, D(x))
-            probes.g_step(x, D(x))
+            x_gen = torch.randn(8, 4)  # d-first: G scores a fresh batch
+            probes.g_step(x_gen, D(x_gen))
             probes.end_step()
-            probes.g_step(x, D(x))  # the next step starts with G: wrong for d-first
+            probes.g_step(x_gen, D(x_gen))  # the next step starts with G: wrong for d-first
     run = MlflowClient(store).get_run(probes.run_id)
     assert run.info.status == "FAILED" and "g_step() without d_step()" in run.data.tags["gantrack.failure"]
     assert PER_SAMPLE_ARTIFACT not in {a.path for a in MlflowClient(store).list_artifacts(probes.run_id, "probes")}

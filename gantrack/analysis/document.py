@@ -155,8 +155,9 @@ def method(opt: Options) -> str:
         f'step\'s own mean and sd; error = law / measured − 1, verdict "holds" when its interval lies within '
         f'±{100 * TOLERANCE:.0f} %, "fails" when outside, "undecided" otherwise. Bands split at a period of '
         f"{SLOW_PERIOD:g} steps (Butterworth, zero phase). Welch spectra with segments of {opt.nperseg} steps; "
-        "periods are shown only where the spectral peak beats an AR(1) red-noise background (p < 0.05, "
-        "Bonferroni); n.s. = no significant oscillation. Definitions: `gantrack.analysis.explain`, "
+        "a period needs at least two cycles in the window and is shown only where its spectral peak beats red "
+        f"noise (Monte Carlo p < 0.05 against {opt.n_null} AR(1) series with the curve's own lag-1 correlation, "
+        "detrended alike); n.s. = no significant oscillation. Definitions: `gantrack.analysis.explain`, "
         "`gantrack.analysis.law`."
     )
 

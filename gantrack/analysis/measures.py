@@ -24,11 +24,19 @@ Estimators (each also documented at its function):
 - Welch PSD (``scipy.signal.welch``): Hann window, ``nperseg=min(256, n)``, 50 % overlap,
   per-segment mean removal, one-sided density in (units²)/(cycles/step).
   ``total_power`` integrates it (≈ the detrended variance). The dominant frequency is the PSD's
-  largest non-zero bin, refined by a parabola through the log-PSD of its neighbours on a 4×
-  zero-padded grid; ``peak_ratio`` divides that peak by the AR(1) red-noise spectrum with the
-  series' own lag-1 autocorrelation and variance (docs/design.md §2: a raw argmax on drifting series
-  picks the lowest bin), ``peak_p`` is its chi-square p-value with 2·segments degrees of freedom,
-  Bonferroni-corrected for the number of bins searched.
+  largest local maximum among the bins with at least ``MIN_CYCLES = 2`` cycles in the window (a slower
+  "peak", or the falling edge of a trend's power, is not an oscillation), refined by a parabola through
+  the log-PSD of its neighbours on a 4× zero-padded grid. ``peak_ratio`` divides that peak by a
+  red-noise background: AR(1) red noise plus white noise, fitted to the PSD over the searched bins by
+  Whittle's likelihood (docs/design.md §2: a raw argmax on drifting series picks the lowest bin; a
+  background from the lag-1 autocorrelation alone is too flat for a random walk and has no white floor).
+  ``peak_p`` tests the largest such ratio over the searched local maxima by a parametric bootstrap (a
+  Monte Carlo test, as for red-noise spectra of climate series: Schulz & Mudelsee 2002): ``n_null=199``
+  series of the fitted background, the same length and the same detrending, each refitted and normalised
+  alike; p = (1 + #{null maxima ≥ observed}) / (1 + n_null), so its floor is 0.005. The max over bins
+  makes the search's multiplicity part of the null (no Bonferroni), and the refit in every simulation
+  carries the estimation and detrending biases: the test holds its level on AR(1), white-noise and
+  random-walk backgrounds (``tests/test_oscillation.py`` counts rejections over many seeds).
   An AR(2) Yule-Walker fit gives ``ar2_period`` and the damping radius ``ar2_radius`` when its
   roots are complex. Band shares: low f < 0.05, mid 0.05 ≤ f < 0.25, high f ≥ 0.25 cycles/step
   (periods > 20, 4-20, < 4 steps: the last holds the D/G ping-pong of period ≈ 2).
@@ -62,6 +70,7 @@ from .columns import document
 from .runs import dedupe
 
 BANDS = (("low", 0.0, 0.05), ("mid", 0.05, 0.25), ("high", 0.25, 0.5000001))
+MIN_CYCLES = 2  # a spectral peak needs this many cycles in the window to count as an oscillation
 COLUMNS = {
     "run_id": "the run",
     "key": "the metric key",
@@ -75,10 +84,10 @@ COLUMNS = {
     "skew": "sample skewness of the raw values (scipy.stats.skew, biased)",
     "kurtosis": "excess kurtosis of the raw values (scipy.stats.kurtosis, Fisher, biased)",
     "total_power": "integral of the Welch PSD (≈ detrended variance)",
-    "dominant_frequency": "frequency of the PSD's largest non-zero bin, parabola-refined (cycles/step)",
+    "dominant_frequency": "the PSD's largest bin with ≥ 2 cycles in the window, parabola-refined (cycles/step)",
     "dominant_period": "1 / dominant_frequency (steps)",
-    "peak_ratio": "PSD at the peak over the AR(1) red-noise background",
-    "peak_p": "chi-square p-value of peak_ratio, Bonferroni over the bins searched",
+    "peak_ratio": "PSD at the peak over the red-noise background (AR(1) spectrum fitted to the PSD)",
+    "peak_p": "Monte Carlo p-value of the largest ratio over the searched bins against AR(1) red noise",
     "ar2_period": "period of an AR(2) Yule-Walker fit when its roots are complex (steps)",
     "ar2_radius": "damping radius of that AR(2) fit (1 = undamped)",
     "power_low": "share of power at f < 0.05 cycles/step (periods > 20 steps)",
@@ -114,6 +123,7 @@ class Options:
     n_boot: int = 500
     ci: float = 0.95
     seed: int = 0
+    n_null: int = 199  # AR(1) simulations behind each peak_p
 
     @classmethod
     def of(cls, **kw) -> Options:
@@ -127,8 +137,8 @@ class Options:
             raise GantrackError(f"burn_in must be >= 0, got {opt.burn_in}")
         if opt.highpass is not None and not (0 < opt.highpass < 0.5):
             raise GantrackError(f"highpass must be in (0, 0.5) cycles/step, got {opt.highpass}")
-        if opt.min_length < 8 or opt.nperseg < 8 or opt.n_boot < 10 or not 0 < opt.ci < 1:
-            raise GantrackError("min_length and nperseg must be >= 8, n_boot >= 10, ci in (0, 1)")
+        if opt.min_length < 8 or opt.nperseg < 8 or opt.n_boot < 10 or not 0 < opt.ci < 1 or opt.n_null < 19:
+            raise GantrackError("min_length and nperseg must be >= 8, n_boot >= 10, n_null >= 19, ci in (0, 1)")
         return opt
 
 
@@ -275,20 +285,39 @@ def welch_psd(x: np.ndarray, spacing: int = 1, nperseg: int = 256, nfft: int | N
     )
 
 
-def peak_frequency(freq: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frequency of the largest non-zero bin, refined by a parabola through log-PSD neighbours."""
-    p = psd[:, 1:]
-    i = np.argmax(p, axis=1)
-    lp = np.log(np.maximum(p, 1e-300))
-    rows = np.arange(len(p))
+def searched(freq: np.ndarray, n: int, spacing: int = 1) -> np.ndarray:
+    """The bins a peak may sit in: non-zero frequencies with at least ``MIN_CYCLES`` cycles in ``n`` samples."""
+    return freq >= MIN_CYCLES / (n * spacing) - 1e-12
+
+
+def local_maxima(psd: np.ndarray) -> np.ndarray:
+    """Bins higher than the bin below and at least the bin above (the last bin: against the one below).
+    The falling edge of a trend's low-frequency power is no peak, however high it stands."""
+    up = np.zeros_like(psd, dtype=bool)
+    up[:, 1:] = psd[:, 1:] > psd[:, :-1]
+    down = np.ones_like(psd, dtype=bool)
+    down[:, :-1] = psd[:, :-1] >= psd[:, 1:]
+    return up & down
+
+
+def peak_frequency(freq: np.ndarray, psd: np.ndarray, n: int | None = None, spacing: int = 1):
+    """Frequency of the largest bin (non-zero; with ``n`` samples, only local maxima with ≥ ``MIN_CYCLES``
+    cycles in the window), refined by a parabola through log-PSD neighbours; NaN where none is left."""
+    ok = np.broadcast_to(freq > 0, psd.shape).copy()
+    if n is not None:
+        ok &= searched(freq, n, spacing)[None, :] & local_maxima(psd)
+    found = ok.any(axis=1)
+    i = np.argmax(np.where(ok, psd, -np.inf), axis=1)  # an index into freq
+    lp = np.log(np.maximum(psd, 1e-300))
+    rows = np.arange(len(psd))
     left = lp[rows, np.maximum(i - 1, 0)]
     mid = lp[rows, i]
-    right = lp[rows, np.minimum(i + 1, p.shape[1] - 1)]
+    right = lp[rows, np.minimum(i + 1, psd.shape[1] - 1)]
     denom = left - 2 * mid + right
-    interior = (i > 0) & (i < p.shape[1] - 1) & (denom < 0)
+    interior = (i > 1) & (i < psd.shape[1] - 1) & (denom < 0)
     delta = np.where(interior, 0.5 * (left - right) / np.where(denom == 0, 1, denom), 0.0)
     df = freq[1] - freq[0]
-    return freq[1:][i] + delta * df, p[rows, i]
+    return np.where(found, freq[i] + delta * df, np.nan), np.where(found, psd[rows, i], np.nan)
 
 
 def ar2(x: np.ndarray) -> tuple[float, float]:
@@ -332,9 +361,79 @@ def block_length(n: int, period: float) -> int:
 def period_and_block(x: np.ndarray, spacing: int, nperseg: int) -> tuple[float, int]:
     """Dominant period of a detrended series (in samples) and the bootstrap block length it implies."""
     seg = min(nperseg, len(x))
-    fpk, _ = peak_frequency(*welch_psd(x[None, :], spacing, seg, nfft=4 * seg))
+    fpk, _ = peak_frequency(*welch_psd(x[None, :], spacing, seg, nfft=4 * seg), n=len(x), spacing=spacing)
     period = 1.0 / fpk[0] / spacing if fpk[0] > 0 else np.nan
     return period, block_length(len(x), period)
+
+
+R_GRID = np.tanh(np.linspace(np.arctanh(-0.5), np.arctanh(0.999), 60))  # AR(1) coefficients the fit tries
+WHITE_GRID = np.concatenate([[0.0], np.geomspace(0.002, 0.98, 23)])  # white-noise shares of the background
+
+
+def ar1_shape(freq: np.ndarray, r: np.ndarray, spacing: int = 1) -> np.ndarray:
+    """The AR(1) spectrum's shape (1 - r²) / (1 - 2r cos ω + r²) per coefficient (rows) and frequency."""
+    w = 2 * np.pi * np.asarray(freq) * spacing
+    r = np.asarray(r, dtype=float)[:, None]
+    return (1 - r**2) / (1 - 2 * r * np.cos(w) + r**2)
+
+
+def _background_shapes(freq: np.ndarray, spacing: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate backgrounds: AR(1) red noise plus white noise, (1 - s)·ar1/mean(ar1) + s, each of unit mean
+    over ``freq``; returns (shapes (M, K), r (M,), white share s (M,))."""
+    red = ar1_shape(freq, R_GRID, spacing)
+    red /= red.mean(axis=1, keepdims=True)
+    shapes = (1 - WHITE_GRID)[:, None, None] * red[None] + WHITE_GRID[:, None, None]
+    r, share = np.meshgrid(R_GRID, WHITE_GRID)
+    return shapes.reshape(-1, len(freq)), r.reshape(-1), share.reshape(-1)
+
+
+def red_fit(psd: np.ndarray, freq: np.ndarray, spacing: int = 1):
+    """A red-noise background fitted to each row of a PSD over ``freq`` by Whittle's likelihood: AR(1)
+    red noise plus white noise (slow drift under batch-to-batch noise, the shape of a GAN's loss curves).
+    Returns (background (rows, K), r, white share). Fitting the spectrum where the peak is searched keeps
+    the background's slope there; the lag-1 autocorrelation alone is biased low on a random walk and has
+    no white floor, so it leaves the low end's rise looking like a peak."""
+    shapes, r, share = _background_shapes(freq, spacing)
+    scale = psd @ (1.0 / shapes).T / psd.shape[1]  # (rows, M): the Whittle scale of each candidate
+    nll = np.log(np.maximum(scale, 1e-300)) + np.log(shapes).mean(axis=1)[None, :]
+    best = np.argmin(nll, axis=1)
+    return scale[np.arange(len(psd)), best][:, None] * shapes[best], r[best], share[best]
+
+
+def _max_red_ratio(x: np.ndarray, spacing: int, seg: int, band: np.ndarray):
+    """Per row: the largest Welch PSD / fitted red-noise background over the local maxima in ``band``
+    (0 where there is none), and the fit."""
+    freq, psd = welch_psd(x, spacing, seg)
+    background, r, share = red_fit(psd[:, band], freq[band], spacing)
+    ratio = np.where(local_maxima(psd)[:, band], psd[:, band] / background, 0.0)
+    return ratio.max(axis=1), r, share
+
+
+def red_noise_p(x: np.ndarray, spacing: int, opt: Options, rng: np.random.Generator) -> float:
+    """Monte Carlo p-value of x's largest PSD / red-noise ratio over the bins with ≥ MIN_CYCLES cycles:
+    ``opt.n_null`` series of the background fitted to x (AR(1) plus white noise), detrended as x was,
+    each refitted and normalised the same way."""
+    n = len(x)
+    seg = min(opt.nperseg, n)
+    freq = np.fft.rfftfreq(seg, d=spacing)
+    band = searched(freq, n, spacing) & (freq > 0)
+    if band.sum() < 3:
+        return np.nan
+    observed, r, share = _max_red_ratio(x[None, :], spacing, seg, band)
+    r, share = float(r[0]), float(share[0])
+    # the fitted mix in the time domain: AR(1) and white parts with the variances their densities imply
+    red_density = ar1_shape(freq[band], np.array([r]), spacing)[0].mean()
+    e = rng.standard_normal((2, opt.n_null, n))
+    e[0, :, 0] /= np.sqrt(1 - r**2)  # a stationary start
+    red = signal.lfilter([1.0], [1.0, -r], e[0], axis=1)
+    sims = np.sqrt((1 - share) / red_density) * red + np.sqrt(share) * e[1]
+    if opt.detrend != "none":
+        sims = signal.detrend(sims, type=opt.detrend, axis=1)
+    if opt.highpass:
+        sos = signal.butter(4, opt.highpass, btype="highpass", fs=1.0 / spacing, output="sos")
+        sims = signal.sosfiltfilt(sos, sims, axis=1)
+    null = _max_red_ratio(sims, spacing, seg, band)[0]
+    return float((1 + np.sum(null >= observed[0])) / (1 + opt.n_null))
 
 
 def _spectral(xs: np.ndarray, spacing: int, opt: Options) -> dict[str, np.ndarray]:
@@ -355,19 +454,17 @@ def _spectral(xs: np.ndarray, spacing: int, opt: Options) -> dict[str, np.ndarra
         )
         out["spectral_flatness"] = np.exp(np.mean(np.log(np.maximum(pos, 1e-300)), axis=1)) / pos.mean(axis=1)
     fz, pz = welch_psd(xs, spacing, seg, nfft=4 * seg)
-    fpeak, ppeak = peak_frequency(fz, pz)
+    fpeak, ppeak = peak_frequency(fz, pz, n=xs.shape[1], spacing=spacing)
     out["dominant_frequency"] = fpeak  # cycles per step
     out["dominant_period"] = np.where(fpeak > 0, 1.0 / np.where(fpeak > 0, fpeak, 1), np.nan)
     # AR(1) red-noise background at the peak, scaled to the series' variance (one-sided density)
-    r1 = acf(xs, 1)[:, 1]
-    var = xs.var(axis=1)
-    w = 2 * np.pi * fpeak * spacing
-    background = 2 * var * spacing * (1 - r1**2) / (1 - 2 * r1 * np.cos(w) + r1**2)
-    n_seg = max(1, (xs.shape[1] - seg) // (seg // 2) + 1)
-    dof = 2 * n_seg
-    ratio = ppeak / background
-    out["peak_ratio"] = ratio
-    out["peak_p"] = np.minimum(1.0, stats.chi2.sf(ratio * dof, dof) * (seg // 2))
+    band = searched(freq, xs.shape[1], spacing) & (freq > 0)
+    if band.sum() >= 3:  # the red-noise background fitted where the peak is searched, read at the peak
+        background, _, _ = red_fit(psd[:, band], freq[band], spacing)
+        at = np.argmin(np.abs(freq[band][None, :] - np.nan_to_num(fpeak)[:, None]), axis=1)
+        out["peak_ratio"] = ppeak / background[np.arange(len(xs)), at]
+    else:
+        out["peak_ratio"] = np.full(len(xs), np.nan)
     return out
 
 
@@ -394,6 +491,7 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
         boot = s.raw[idx]
         bm, bs = boot.mean(axis=1), boot.std(axis=1, ddof=1)
         p2, r2 = ar2(s.x)
+        peak_p = red_noise_p(s.x, spacing, opt, series_rng(opt.seed, s.run_id, s.key, "peak"))
         row = {
             "run_id": s.run_id,
             "key": s.key,
@@ -417,6 +515,7 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
             "mean_hi": np.quantile(bm, 1 - alpha),
             "std_lo": np.quantile(bs, alpha),
             "std_hi": np.quantile(bs, 1 - alpha),
+            "peak_p": peak_p,
             "reason": "",
         }
         row.update({name: float(v[j]) for name, v in spec.items()})
