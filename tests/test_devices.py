@@ -188,7 +188,8 @@ def test_user_loop_probes_inside_autocast_keep_float32_scores(tmp_path):
     )
     G = nn.Sequential(nn.Linear(8, 28 * 28), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with LoopProbes(D, experiment="loop-bf16", tracking_uri=uri) as probes:
+    # G's step scores D's own fake batch: the order is d-first-same-batch
+    with LoopProbes(D, order="d-first-same-batch", experiment="loop-bf16", tracking_uri=uri) as probes:
         for _ in range(4):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 fake = G(torch.randn(8, 8))

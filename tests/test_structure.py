@@ -80,7 +80,9 @@ def test_harness_and_loop_probes_emit_identical_metric_dicts(tmp_path):
 def test_loop_probes_runs_end_like_harness_runs(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     D = torch.nn.Sequential(torch.nn.Linear(2, 1))
-    probes = LoopProbes(D, experiment="own", tracking_uri=uri, params={"note": "x" * 7000, "lr": 0.1})
+    probes = LoopProbes(
+        D, order="d-first-same-batch", experiment="own", tracking_uri=uri, params={"note": "x" * 7000, "lr": 0.1}
+    )
     with probes:
         x = torch.randn(4, 2)
         probes.d_step(x, D(x), D(x))
@@ -142,7 +144,9 @@ def store(tmp_path_factory):
     base = Config(width=0.0625, batch_size=16, steps=60, sample_every=0, experiment="s")
     ids = [train(base.replace(seed=s), uri, quiet=True) for s in (1, 1, 2)]  # two runs share scenario and seed
     D = torch.nn.Sequential(torch.nn.Linear(2, 1))
-    probes = LoopProbes(D, experiment="s", tracking_uri=uri, run_name="<script>alert(1)</script>")
+    probes = LoopProbes(
+        D, order="d-first-same-batch", experiment="s", tracking_uri=uri, run_name="<script>alert(1)</script>"
+    )
     g = torch.Generator().manual_seed(0)
     with probes:
         for _ in range(60):
