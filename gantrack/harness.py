@@ -40,7 +40,8 @@ from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
 from .samples import SampleGrid
 from .stepstats import as_floats, bn_stats_frozen, step_metrics
-from .tracked_run import TrackedRun, open_store
+from .tracked_run import TrackedRun
+from .tracking import open_store
 
 
 @contextmanager

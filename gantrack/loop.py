@@ -75,7 +75,8 @@ from .losses import family
 from .messages import warn
 from .probes import PerSampleRecorder
 from .stepstats import as_floats, bn_stats_frozen, step_metrics
-from .tracked_run import TrackedRun, open_store
+from .tracked_run import TrackedRun
+from .tracking import open_store
 
 ORDERS = {
     "d-first": "D updates, then G on a fresh batch (the book, Keras DCGAN)",

@@ -118,9 +118,8 @@ def run_configs(
     (failed runs are left out and reported)."""
     from tqdm import tqdm
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
-    mlclient = tracking.client(uri)
+    store = tracking.open_store(tracking_uri)
+    uri, mlclient = store.uri, store.client
     ids: list[str | None] = []
     todo = []
     for cfg in configs:
@@ -192,10 +191,9 @@ def sweep(
     if base.checkpoint_every == 0:
         base = base.replace(checkpoint_every=CHECKPOINT_EVERY)
     configs = expand_grid(base, grid)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
-    mlclient = tracking.client(uri)
-    exp_id = tracking.get_or_create_experiment(mlclient, base.experiment)
+    store = tracking.open_store(tracking_uri)
+    uri, mlclient = store.uri, store.client
+    exp_id = store.experiment_id(base.experiment)
     label = name or ("sweep-" + "-".join(sorted(grid)) if grid else "sweep")
     key = sweep_key(base, grid)
     if storage:

@@ -16,36 +16,16 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import contract as C
 from . import tracking
 from .errors import GantrackError, first_line
+from .tracking import Store
 
 PARAM_LIMIT = 6000  # MLflow's longest param value (characters)
 PARAM_BATCH = 100  # MLflow's most params per log_batch
-
-
-@dataclass(frozen=True)
-class Store:
-    """A tracking store that has been checked: its resolved URI and an ``MlflowClient`` on it."""
-
-    uri: str
-    client: Any
-
-    def experiment_id(self, name: str) -> str:
-        """The experiment's id, created if needed (tagged to open as model training in the UI)."""
-        return tracking.get_or_create_experiment(self.client, name)
-
-
-def open_store(tracking_uri: str | None = None) -> Store:
-    """Resolve ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``), check that the
-    store can be used (one line otherwise), and open a client on it."""
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
-    return Store(uri, tracking.client(uri))
 
 
 class TrackedRun:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,26 @@ def get_or_create_experiment(mlclient, name: str) -> str:
         raise
     except Exception as e:
         raise GantrackError(f"cannot use experiment {name!r}: {first_line(e)}") from None
+
+
+@dataclass(frozen=True)
+class Store:
+    """A tracking store that has been checked: its resolved URI and an ``MlflowClient`` on it."""
+
+    uri: str
+    client: Any
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created if needed (tagged to open as model training in the UI)."""
+        return get_or_create_experiment(self.client, name)
+
+
+def open_store(tracking_uri: str | None = None) -> Store:
+    """Resolve ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``), check that the
+    store can be used (one line otherwise), and open a client on it."""
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    return Store(uri, client(uri))
 
 
 def git_commit() -> str | None:
@@ -415,9 +436,8 @@ def sync_spool(path: str | Path, tracking_uri: str | None = None) -> int:
                 )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise GantrackError(f"{p} is not a gantrack spool file: {e}") from None
-    uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(uri)
-    mlclient = client(uri)
+    store = open_store(tracking_uri)
+    uri, mlclient = store.uri, store.client
     n = 0
     for run_id in set(by_run) | set(status):
         try:
