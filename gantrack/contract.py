@@ -107,6 +107,8 @@ TAG_NONFINITE_STEP = "gantrack.nonfinite_step"  # first step with a NaN/inf loss
 TAG_LOOP_SECONDS, TAG_LOOP_CPU_SECONDS = "gantrack.loop_seconds", "gantrack.loop_cpu_seconds"
 TAG_SYNCED_FROM = "gantrack.synced_from"  # the spool file a run's metrics were uploaded from
 TAG_SWEEP_KEY, TAG_SWEEP_RESULT = "gantrack.sweep_key", "gantrack.sweep_result"
+# who trains a run, and when it last wrote: a RUNNING run whose process is gone is an orphan
+TAG_HOST, TAG_PID, TAG_HEARTBEAT = "gantrack.host", "gantrack.pid", "gantrack.heartbeat"  # heartbeat: unix s
 KINDS = ("user-loop", "sweep", "report")  # gantrack.kind; harness runs have none
 # MLflow's own tags that gantrack writes
 TAG_NOTE, TAG_PARENT, TAG_GIT_COMMIT = "mlflow.note.content", "mlflow.parentRunId", "mlflow.source.git.commit"

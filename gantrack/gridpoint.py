@@ -13,9 +13,14 @@ from . import tracking
 from .config import Config
 
 
-def plan(mlclient, cfg: Config) -> tuple[str, str | None]:
+def plan(mlclient, cfg: Config, takeover: bool = False) -> tuple[str, str | None]:
     """What to do for ``cfg`` in its experiment: ("reuse", FINISHED run), ("resume", an unfinished run
-    that left a checkpoint) or ("train", None)."""
+    that left a checkpoint) or ("train", None).
+
+    A RUNNING run counts as unfinished only when it is an orphan (``tracking.orphan_reason``: its
+    process is gone), when it predates the host/pid tags (it cannot be told), or with ``takeover`` (the
+    caller knows its trainer died: a shared sweep's stale trial). An orphan with no checkpoint ends
+    KILLED with the reason, and the point is trained again."""
     from .checkpoint import checkpoint_path
 
     exp_id = tracking.get_or_create_experiment(mlclient, cfg.experiment)  # creates the DB once, up front
@@ -25,9 +30,19 @@ def plan(mlclient, cfg: Config) -> tuple[str, str | None]:
     done = [r for r in found if r.info.status == "FINISHED"]
     if done:
         return "reuse", done[0].info.run_id
-    resumable = [r for r in found if r.info.status != "FINISHED" and checkpoint_path(cfg, r.info.run_id).is_file()]
+    # a RUNNING run whose process lives is someone's training: never resumed under it
+    orphans = {r.info.run_id: why for r in found if (why := tracking.orphan_reason(r))}
+    unfinished = [
+        r
+        for r in found
+        if takeover or r.info.status != "RUNNING" or r.info.run_id in orphans or C.TAG_HOST not in r.data.tags
+    ]
+    resumable = [r for r in unfinished if checkpoint_path(cfg, r.info.run_id).is_file()]
     if resumable:
         return "resume", resumable[0].info.run_id
+    for r in unfinished:  # nothing to resume from: the orphan ends KILLED, with why, and the point is retrained
+        if r.info.run_id in orphans:
+            tracking.close_orphan(mlclient, r, orphans[r.info.run_id] + "; no checkpoint, the point was retrained")
     return "train", None
 
 

@@ -153,7 +153,8 @@ def _objective(configs: list[Config], uri: str, parent: str):
         if point is None:  # a fresh trial, not one of ours: the queue ran empty under us
             raise optuna.TrialPruned("no grid point left")
         cfg = configs[point]
-        kind, run_id = plan(tracking.client(uri), cfg)
+        # a point handed out again is one whose worker died (stale heartbeat): its run may be taken over
+        kind, run_id = plan(tracking.client(uri), cfg, takeover=True)
         if kind != "reuse":
             run_id = carry_out(kind, cfg, uri, run_id, parent)
         trial.set_user_attr("mlflow_run_id", run_id)

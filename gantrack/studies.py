@@ -16,7 +16,7 @@ from . import contract as C
 from .config import ARCHS, apply_overrides, preset
 from .contract import LOSS_FAMILIES
 from .errors import GantrackError
-from .sweep import run_configs
+from .sweep import CHECKPOINT_EVERY, run_configs
 
 CHAPTER10 = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
 FAMILIES = LOSS_FAMILIES
@@ -41,9 +41,29 @@ def tutorial_checks(runset) -> pd.DataFrame:
         sub = m[m["run_id"] == run["run_id"]]
         wide = sub.pivot_table(index="step", columns="key", values="value", aggfunc="last", observed=True)
         wide.columns = wide.columns.astype(str)
-        late = _late(wide)
         seed = run.get(f"tags.{C.TAG_SEED}")
         arch = run.get(f"tags.{C.TAG_ARCH}")
+        needed = (
+            [C.D_REAL, C.D_FAKE, C.G_LOSS]
+            + ([C.ACC_REAL, C.ACC_FAKE] if scenario in ("stable", "mode-collapse") else [])
+            + ([C.D_LOSS] if scenario == "convergence-failure" else [])
+        )
+        lacking = [k for k in needed if k not in wide or wide[k].notna().sum() < 2]
+        if lacking:  # a killed or partial run: say so in its row, check the others
+            status = run.get("status", "")
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "arch": arch if isinstance(arch, str) else "",
+                    "seed": seed,
+                    "statistic": "(run not checked)",
+                    "tutorial": "—",
+                    "measured": f"{status} run lacks {', '.join(lacking)}".strip(),
+                    "agrees": None,
+                }
+            )
+            continue
+        late = _late(wide)
 
         def add(stat, says, value, ok, scenario=scenario, seed=seed, arch=arch):  # bound now: used in this iteration
             rows.append(
@@ -110,6 +130,12 @@ def tutorial_checks(runset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _checkpointed(cfg):
+    """Studies checkpoint by default (as sweeps do), so a killed study resumes its runs; a run's identity
+    (its config hash) does not include the setting, so finished runs are still reused."""
+    return cfg if cfg.checkpoint_every else cfg.replace(checkpoint_every=CHECKPOINT_EVERY)
+
+
 def _checks_markdown(checks: pd.DataFrame) -> str:
     if checks.empty:
         return "No chapter-10 scenario runs in this experiment."
@@ -148,9 +174,11 @@ def chapter10(
     if bad or not archs:
         raise GantrackError(f"unknown arch {', '.join(bad) or '(none)'}; choose from: {', '.join(ARCHS)}")
     configs = [
-        apply_overrides(
-            preset(s).replace(experiment=experiment, seed=int(seed), arch=arch, **(QUICK if quick else {})),
-            overrides or {},
+        _checkpointed(
+            apply_overrides(
+                preset(s).replace(experiment=experiment, seed=int(seed), arch=arch, **(QUICK if quick else {})),
+                overrides or {},
+            )
         )
         for arch in archs
         for s in CHAPTER10
@@ -190,7 +218,7 @@ def loss_families(
             base = preset("stable").replace(
                 experiment=experiment, loss=fam, seed=int(seed), **(QUICK if quick else {}), **extra
             )
-            configs.append(apply_overrides(base, overrides or {}))
+            configs.append(_checkpointed(apply_overrides(base, overrides or {})))
     run_configs(configs, tracking_uri, workers, progress)
     return build_report(experiment, tracking_uri, out_dir, progress=progress)
 

@@ -28,6 +28,14 @@ PARAM_LIMIT = 6000  # MLflow's longest param value (characters)
 PARAM_BATCH = 100  # MLflow's most params per log_batch
 
 
+def _owner_tags() -> dict[str, str]:
+    """Who trains the run: host, pid and a first heartbeat (``tracking.orphan_reason`` reads them)."""
+    import os
+    import socket
+
+    return {C.TAG_HOST: socket.gethostname(), C.TAG_PID: str(os.getpid()), C.TAG_HEARTBEAT: str(int(time.time()))}
+
+
 class TrackedRun:
     """An open MLflow run: ``create`` or ``reopen`` it, ``log`` metrics, ``log_artifact``, then
     ``finish`` or ``fail``. After either, ``closed`` is true and further calls raise."""
@@ -35,7 +43,7 @@ class TrackedRun:
     def __init__(self, store: Store, run_id: str):
         self.store, self.run_id = store, run_id
         self.closed = False
-        self._buffer = tracking.MetricBuffer(store.client, run_id, uri=store.uri)
+        self._buffer = tracking.MetricBuffer(store.client, run_id, uri=store.uri, heartbeat=True)
         self._scope = ExitStack()
         self._scope.enter_context(tracking.fail_fast_http(store.uri))
 
@@ -53,6 +61,7 @@ class TrackedRun:
         from mlflow.entities import Param, RunTag
 
         exp_id = store.experiment_id(experiment)
+        tags = {**tags, **_owner_tags()}
         try:
             run = tracking.retry(store.client.create_run, exp_id, tags=tags, run_name=run_name)
         except Exception as e:
@@ -73,9 +82,12 @@ class TrackedRun:
     @classmethod
     def reopen(cls, store: Store, run_id: str) -> TrackedRun:
         """An existing run set RUNNING again (a resume after a crash)."""
+        from mlflow.entities import RunTag
+
         tracking.retry(store.client.update_run, run_id, status="RUNNING")
         self = cls(store, run_id)
-        tracking.retry(store.client.set_tag, run_id, C.TAG_STATUS, "training")
+        tags = [RunTag(k, v) for k, v in {C.TAG_STATUS: "training", **_owner_tags()}.items()]
+        tracking.retry(store.client.log_batch, run_id, tags=tags)
         return self
 
     # --- while it runs ----------------------------------------------------------------------------

@@ -197,6 +197,46 @@ def open_store(tracking_uri: str | None = None) -> Store:
     return Store(uri, client(uri))
 
 
+ORPHAN_AFTER = 900.0  # seconds without a heartbeat after which a RUNNING run on another host is an orphan
+
+
+def orphan_reason(run, now: float | None = None) -> str:
+    """``orphan_status`` of an MLflow run."""
+    return orphan_status(run.info.status, run.data.tags, run.info.start_time, now)
+
+
+def orphan_status(status: str, tags: dict, start_ms: int | None = None, now: float | None = None) -> str:
+    """Why a RUNNING run is an orphan — its training process is gone — or "" when it is not (or cannot be
+    told: runs from before the host/pid tags). On this host the recorded pid is checked; elsewhere the
+    heartbeat (set with every metrics write) must be older than ``GANTRACK_ORPHAN_AFTER`` seconds
+    (default 900)."""
+    import socket
+
+    if status != "RUNNING":
+        return ""
+    host, pid = tags.get(C.TAG_HOST), tags.get(C.TAG_PID, "")
+    if host and host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"orphaned: its process (pid {pid} on {host}) is gone"
+        except PermissionError:  # alive, another user's
+            return ""
+        return ""
+    beat = tags.get(C.TAG_HEARTBEAT) or (str(int(start_ms) // 1000) if host and start_ms else "")
+    limit = float(os.environ.get("GANTRACK_ORPHAN_AFTER", ORPHAN_AFTER))
+    if beat.isdigit() and (now or time.time()) - int(beat) > limit:
+        return f"orphaned: no heartbeat from {host} for {((now or time.time()) - int(beat)) / 60:.0f} min"
+    return ""
+
+
+def close_orphan(mlclient, run, reason: str) -> None:
+    """End an orphaned run KILLED with the reason in ``gantrack.failure`` (its metrics stay)."""
+    retry(mlclient.set_tag, run.info.run_id, C.TAG_FAILURE, reason)
+    retry(mlclient.set_tag, run.info.run_id, C.TAG_STATUS, "killed")
+    retry(mlclient.set_terminated, run.info.run_id, "KILLED")
+
+
 def git_commit() -> str | None:
     """The commit of the gantrack checkout (when installed from one), for the run's tags."""
     try:
@@ -304,9 +344,10 @@ class MetricBuffer:
     got through (and the run's final status) to a JSON-lines file for ``gantrack sync``.
     """
 
-    def __init__(self, mlclient, run_id: str, uri: str = ""):
+    def __init__(self, mlclient, run_id: str, uri: str = "", heartbeat: bool = False):
         self.client = mlclient
         self.run_id = run_id
+        self.heartbeat = heartbeat  # each write also sets gantrack.heartbeat (no extra request)
         self.pending: list = []
         self.failures = 0
         self.next_try = 0.0  # during an outage, flushes are skipped until then: training keeps its speed
@@ -346,6 +387,8 @@ class MetricBuffer:
     def _send(self, force: bool) -> bool:
         if not force and time.monotonic() < self.next_try:
             return not self.pending
+        from mlflow.entities import RunTag
+
         with self._lock:
             batch, self.pending = self.pending, []
         if not batch:
@@ -355,10 +398,12 @@ class MetricBuffer:
             # at most 1000 metrics per call (MLflow's REST limit); a retry resends little
             while sent < len(batch):
                 chunk = batch[sent : sent + 1000]
+                tags = [RunTag(C.TAG_HEARTBEAT, str(int(time.time())))] if self.heartbeat and not sent else []
                 retry(
                     self.client.log_batch,
                     self.run_id,
                     metrics=chunk,
+                    tags=tags,
                     synchronous=True,
                     attempts=1 if self.failures else 3,
                 )

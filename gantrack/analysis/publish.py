@@ -99,7 +99,7 @@ def publish_report(analysis, tracking_uri: str, run_pngs: dict, out: Path) -> st
     in the store at ``tracking_uri`` (the one its runs came from); the report as a run. Returns its id."""
     from mlflow.entities import Metric
 
-    from ..tracking import client, get_or_create_experiment
+    from ..tracking import client, close_orphan, get_or_create_experiment, orphan_reason
 
     mlclient = client(tracking_uri)
     ts = int(time.time() * 1000)
@@ -118,6 +118,10 @@ def publish_report(analysis, tracking_uri: str, run_pngs: dict, out: Path) -> st
             retry(mlclient.log_artifact, rid, str(run_pngs[rid]), "gantrack_analysis")
         note = retry(mlclient.get_run, rid).data.tags.get(C.TAG_NOTE, "").split(NOTE_MARK)[0]
         retry(mlclient.set_tag, rid, C.TAG_NOTE, note + _note(r))
+    for rid in summary.loc[summary["reason"].str.startswith("not finished"), "run_id"]:
+        stored = retry(mlclient.get_run, str(rid))  # the next gantrack command that sees an orphan closes it
+        if why := orphan_reason(stored):
+            close_orphan(mlclient, stored, why + "; closed by gantrack report")
     exp_id = get_or_create_experiment(mlclient, analysis.experiment)
     run = retry(
         mlclient.create_run,

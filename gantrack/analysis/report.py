@@ -133,7 +133,7 @@ def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **opti
         try:
             ex = explain(rs, rid, prepared=mine, **options)
         except GantrackError as e:
-            summaries.append(pd.DataFrame([{"run_id": rid, "reason": str(e)}]))
+            summaries.append(pd.DataFrame([{"run_id": rid, "reason": _not_explained(run, str(e))}]))
             continue
         summaries.append(ex["summary"].assign(reason=""))
         factors.append(ex["factors"].assign(label=label))
@@ -146,6 +146,19 @@ def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **opti
     summary["reason"] = summary["reason"].fillna("")
     factors = pd.concat(factors, ignore_index=True) if factors else pd.DataFrame(columns=[*FACTOR_COLUMNS, "label"])
     return Analysis(experiment, opt, rs, summary, factors, osc, results, answer(summary))
+
+
+def _not_explained(run: pd.Series, why: str) -> str:
+    """Why a run has no numbers; an unfinished run says so first (and whether its process is gone)."""
+    from ..tracking import orphan_status
+
+    if run.get("status") != "RUNNING":
+        return why
+    tags = {k[5:]: v for k, v in run.items() if k.startswith("tags.") and isinstance(v, str)}
+    start = run.get("start_time")
+    start_ms = int(start.timestamp() * 1000) if isinstance(start, pd.Timestamp) else None
+    orphan = orphan_status("RUNNING", tags, start_ms)
+    return f"not finished (RUNNING{'; ' + orphan if orphan else ', still training'}): {why}"
 
 
 def _wide(metrics: pd.DataFrame, run_id: str) -> pd.DataFrame:
