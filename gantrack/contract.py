@@ -90,6 +90,15 @@ def g_cell(order: str) -> str:
 
 # --- names the tags take ----------------------------------------------------------------------
 LOSS_FAMILIES = ("nsgan", "minimax", "lsgan", "wgan-gp", "hinge")  # gantrack.loss; the book's nsgan first
+MIRROR_FAMILIES = ("minimax", "wgan-gp")  # g = -d_fake as functions of D's output: the link is 1 by construction
+PROBABILITY_FAMILIES = ("nsgan", "minimax")  # D's output is a probability (an implied D(G(z)) exists)
+CURVE_LABELS = {  # what d_fake and g are, per family (the figures' legends)
+    "nsgan": ("-log(1 - D(G(z)))", "-log D(G(z))"),
+    "minimax": ("-log(1 - D(G(z)))", "log(1 - D(G(z)))"),
+    "lsgan": ("D(G(z))²", "(D(G(z)) - 1)²"),
+    "wgan-gp": ("C(G(z))", "-C(G(z))"),
+    "hinge": ("relu(1 + C(G(z)))", "-C(G(z))"),
+}
 IMAGE_DATASETS = ("mnist-eights", "mnist")  # gantrack.dataset: 28×28 images for the DCGAN
 TOY_DATASETS = {"quadratic-1d": 2, "ring-2d": 2, "dirac": 1}  # low-dimensional toys: name → data dimension
 DATASETS = IMAGE_DATASETS + tuple(TOY_DATASETS)

@@ -186,3 +186,17 @@ def test_gantrack_lightning_without_lightning_names_the_extra():
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert "pip install 'gantrack[lightning]'" in last and "ModuleNotFoundError" not in out.stderr
+
+
+def test_a_wgan_gp_report_says_the_link_is_one_and_draws_no_probability_space(store, tmp_path):
+    from gantrack.analysis import build_report
+
+    probes = LoopProbes(mlp(2), loss="wgan-gp", order="d-first", experiment="wrep", tracking_uri=store)
+    with probes:
+        wgan_gp_ring(probes.D, probes, steps=60)
+    rep = build_report("wrep", tracking_uri=store, out_dir=tmp_path, progress=False, n_boot=30, workers=1)
+    md = rep.markdown.read_text()
+    assert "link is 1 by construction" in md and "## How d_fake and g differ" in md
+    assert "The law —" not in md and "## The law against the measurements" not in md  # nothing to test
+    assert "(critic)" in md  # no operating point in probability for a critic's mean
+    assert rep.analysis.runs[probes.run_id].implied.empty  # no probability-space curves

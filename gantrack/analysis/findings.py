@@ -184,6 +184,22 @@ def _law_sentence(g: pd.DataFrame, define: bool = True) -> str:
     return text + "."
 
 
+def _mirror(g: pd.DataFrame) -> bool:
+    return bool(g["family"].isin(C.MIRROR_FAMILIES).all())
+
+
+def _mirror_sentence(g: pd.DataFrame) -> str:
+    """For minimax and WGAN-GP the question is moot on one batch: say so, instead of testing a law that
+    holds by construction."""
+    fam = g["family"].iloc[0]
+    d_label, g_label = C.CURVE_LABELS[fam]
+    return (
+        f"For {fam}, d_fake = {d_label} and g = {g_label}: g = −d_fake as functions of D's output, so the link "
+        "is 1 by construction (no law to test) and whatever makes the two curves differ is context, timing "
+        "and sampling."
+    )
+
+
 def answer(summary: pd.DataFrame) -> list[str]:
     """Plain-language findings, each sentence computed from this experiment's numbers; the
     question's scenario (stable) first."""
@@ -201,7 +217,7 @@ def answer(summary: pd.DataFrame) -> list[str]:
             f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
             + _factor_sentence(g, ratio)
             + " "
-            + _law_sentence(g, define=not defined)
+            + (_mirror_sentence(g) if _mirror(g) else _law_sentence(g, define=not defined))
         )
         defined = defined or ("predicted_link" in g and g["predicted_link"].notna().any())
         failed = g[g.get("law_verdict", pd.Series("", index=g.index)) == "fails"]

@@ -22,10 +22,16 @@ def png_bytes(fig, dpi: int = 80) -> bytes:
 
 
 def run_panels(
-    wide: pd.DataFrame, spectrum: pd.DataFrame, curves: pd.DataFrame, title: str, implied: tuple | None
+    wide: pd.DataFrame,
+    spectrum: pd.DataFrame,
+    curves: pd.DataFrame,
+    title: str,
+    implied: tuple | None,
+    family: str = "nsgan",
 ) -> Figure:
-    """Six panels for one run: book-style losses and accuracies, implied probabilities, and the PSD,
-    ACF and transfer gain that ``explain`` computed (``curves``, ``spectrum``); the burn-in is shaded."""
+    """Six panels for one run: book-style losses and accuracies, implied probabilities (a critic's
+    Wasserstein estimate for WGAN-GP, where there is no probability space), and the PSD, ACF and transfer
+    gain that ``explain`` computed (``curves``, ``spectrum``); the burn-in is shaded."""
     fig = Figure(figsize=(13, 6.5))
     axes = fig.subplots(2, 3)
     steps = wide.index.to_numpy()
@@ -52,7 +58,17 @@ def run_panels(
         ax.plot(s, p_hat, lw=0.7, color=COLORS[C.D_FAKE], label="p̂ = 1 - exp(-d_fake)")
         ax.plot(s, q_hat, lw=0.7, color=COLORS[C.G_LOSS], label="q̂ = exp(-g)")
         ax.legend(fontsize=7)
-    ax.set(title="implied D(G(z))", xlabel="step")
+        ax.set(title="implied D(G(z))", xlabel="step")
+    elif family == "wgan-gp" and {C.D_REAL, C.D_FAKE} <= set(wide):
+        # the critic's estimate of the Wasserstein distance: mean C(x) - mean C(G(z)) = -d_real - d_fake
+        ax.plot(steps, -wide[C.D_REAL] - wide[C.D_FAKE], lw=0.7, color="k", label="W estimate")
+        if C.GP_LOSS in wide:
+            ax.plot(steps, wide[C.GP_LOSS], lw=0.7, color="tab:red", label="gradient penalty")
+        ax.legend(fontsize=7)
+        ax.set(title="critic: Wasserstein estimate", xlabel="step")
+    else:
+        ax.text(0.5, 0.5, f"{family}: no probability space", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title="implied D(G(z))", xlabel="step")
     ax_psd, ax_acf = axes[1, 0], axes[1, 1]
     for key, c in curves.groupby("key", sort=False):
         psd, acf_ = c[c["kind"] == "psd"], c[c["kind"] == "acf"]
@@ -79,13 +95,14 @@ def run_panels(
     return fig
 
 
-def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) -> Figure:
+def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str, family: str = "nsgan") -> Figure:
     """The question in one figure: d_fake and g as the book plots them, beside the same two curves
-    mapped back to the D(G(z)) they imply (p̂ from d_fake, q̂ from g)."""
+    mapped back to the D(G(z)) they imply (p̂ from d_fake, q̂ from g) where the family has one."""
     fig = Figure(figsize=(11, 3.6))
     axes = fig.subplots(1, 2)
     steps = wide.index.to_numpy()
-    for key, label in ((C.D_FAKE, "d_fake = -log(1 - D(G(z)))"), (C.G_LOSS, "g = -log D(G(z))")):
+    d_label, g_label = C.CURVE_LABELS.get(family, ("d_fake", "g"))
+    for key, label in ((C.D_FAKE, f"d_fake = {d_label}"), (C.G_LOSS, f"g = {g_label}")):
         if key in wide:
             axes[0].plot(steps, wide[key], lw=0.8, color=COLORS[key], label=label)
     axes[0].set(title="losses, as the book plots them", xlabel="step")
@@ -96,7 +113,10 @@ def answer_figure(wide: pd.DataFrame, implied_curves: tuple | None, title: str) 
         axes[1].plot(s, q_hat, lw=0.8, color=COLORS[C.G_LOSS], label="q̂ from g (G's batch, after)")
         axes[1].set_ylim(0, 1)
         axes[1].legend(fontsize=8)
-    axes[1].set(title="the same curves in probability space", xlabel="step", ylabel="implied D(G(z))")
+        axes[1].set(title="the same curves in probability space", xlabel="step", ylabel="implied D(G(z))")
+    else:
+        axes[1].text(0.5, 0.5, f"{family}: D's output is no probability", ha="center", va="center")
+        axes[1].set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
     return fig

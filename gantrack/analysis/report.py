@@ -52,6 +52,7 @@ class RunResult:
     curves: pd.DataFrame
     implied: pd.DataFrame  # step, p_hat, q_hat over the analysed steps (BCE families; empty otherwise)
     title: str
+    family: str = "nsgan"
 
 
 @dataclass
@@ -140,7 +141,8 @@ def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **opti
         # probability-space panels only where the family's output is a probability (BCE families)
         implied = ex["implied"] if loss_family(ex["summary"]["family"].iloc[0]).probability else ex["implied"][:0]
         title = f"{run.get('name', rid)} ({label})"
-        results[rid] = RunResult(_wide(rs.metrics, rid), ex["spectrum"], ex["curves"], implied, title)
+        fam = ex["summary"]["family"].iloc[0]
+        results[rid] = RunResult(_wide(rs.metrics, rid), ex["spectrum"], ex["curves"], implied, title, fam)
     cols = ["run_id", "name", "label", *[c for c in META_COLUMNS.values() if c in meta]]
     summary = meta[cols].merge(pd.concat(summaries, ignore_index=True), on="run_id", how="right")
     summary["reason"] = summary["reason"].fillna("")
@@ -162,7 +164,8 @@ def _not_explained(run: pd.Series, why: str) -> str:
 
 
 def _wide(metrics: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    sub = metrics[(metrics["run_id"] == run_id) & metrics["key"].isin([*C.LOSS_KEYS, C.ACC_REAL, C.ACC_FAKE])]
+    keys = [*C.LOSS_KEYS, C.GP_LOSS, C.ACC_REAL, C.ACC_FAKE]
+    sub = metrics[(metrics["run_id"] == run_id) & metrics["key"].isin(keys)]
     wide = sub.pivot_table(index="step", columns="key", values="value", aggfunc="last", observed=True)
     wide.columns = wide.columns.astype(str)
     return wide
@@ -177,8 +180,7 @@ def _implied_tuple(result: RunResult):
 
 
 def _run_figure(args) -> bytes:
-    wide, spectrum, curves, title, implied_curves = args
-    return plots.png_bytes(plots.run_panels(wide, spectrum, curves, title, implied_curves))
+    return plots.png_bytes(plots.run_panels(*args))
 
 
 def _first_block(findings: list[str]) -> int:
@@ -207,7 +209,7 @@ def render(
         raise GantrackError(f"--out {out} exists and is not a folder")
     (out / "figures").mkdir(parents=True, exist_ok=True)
     a, summary = analysis, analysis.summary
-    jobs = [(rid, (r.wide, r.spectrum, r.curves, r.title, _implied_tuple(r))) for rid, r in a.runs.items()]
+    jobs = [(rid, (r.wide, r.spectrum, r.curves, r.title, _implied_tuple(r), r.family)) for rid, r in a.runs.items()]
     if workers > 1 and len(jobs) > 3:  # per-run figures are independent: render them in worker processes
         with ProcessPoolExecutor(workers) as pool:
             it = pool.map(_run_figure, [j[1] for j in jobs])
@@ -224,7 +226,8 @@ def render(
     if len(ok):
         first = _groups(ok)[0][1].iloc[0]  # the question's scenario, its first run
         r = a.runs[first["run_id"]]
-        cross["answer.png"] = plots.png_bytes(plots.answer_figure(r.wide, _implied_tuple(r), first["label"]), dpi=90)
+        answer = plots.answer_figure(r.wide, _implied_tuple(r), first["label"], r.family)
+        cross["answer.png"] = plots.png_bytes(answer, dpi=90)
         cross["predicted_vs_measured.png"] = plots.png_bytes(plots.predicted_vs_measured(ok), dpi=90)
         cross["factors.png"] = plots.png_bytes(plots.factor_bars(a.factors), dpi=90)
     for name, png in cross.items():
@@ -253,7 +256,9 @@ def _sections(a: Analysis, cross: dict, run_pngs: dict, extra: list) -> list[D.S
             _image(cross, "answer.png", "d_fake and g as the book plots them, and in probability space")
         )
     answer_blocks.append(D.Text(first, boxed=True))
-    sections = [D.Section("Why does g swing while d_fake looks calm?", answer_blocks)]
+    mirrors_only = a.summary["family"].isin(C.MIRROR_FAMILIES).all() if "family" in a.summary else False
+    question = "How d_fake and g differ" if mirrors_only else "Why does g swing while d_fake looks calm?"
+    sections = [D.Section(question, answer_blocks)]
     if rest:
         sections.append(D.Section("The other scenarios", [D.Text(rest)]))
     for title, body in extra:
