@@ -119,7 +119,7 @@ def runs_table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
                 # an operating point in probability only where D's output is one (a critic's mean is not)
                 "p̄": fmt(r["p_bar"], 3) if r.get("family") in C.PROBABILITY_FAMILIES else "(critic)",
                 "r": fmt(r["corr"]),
-                "implied ratio": fmt(r["implied_ratio"]),
+                "implied ratio": fmt(r["implied_ratio"]) if r.get("family") in C.PROBABILITY_FAMILIES else "—",
             }
         )
         for key, short in ((C.D_FAKE, "d_fake"), (C.G_LOSS, "g")):

@@ -211,13 +211,15 @@ def answer(summary: pd.DataFrame) -> list[str]:
         n = len(g)
         ratio = g["ratio"].median()
         calm = "swings more than" if ratio > 1.1 else ("moves less than" if ratio < 0.9 else "moves about as much as")
+        mirror = _mirror(g)  # then say first that the question is moot on one batch
         out.append(
-            f"**{group}** ({n} run{'s' * (n > 1)}): g {calm} d_fake — std(g)/std(d_fake) = {ratio:.2f} "
+            f"**{group}** ({n} run{'s' * (n > 1)}): "
+            + (_mirror_sentence(g) + " Measured: " if mirror else "")
+            + f"g {calm} d_fake — std(g)/std(d_fake) = {ratio:.2f} "
             f"(median; range {g['ratio'].min():.2f}–{g['ratio'].max():.2f}); the two curves are "
             f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
             + _factor_sentence(g, ratio)
-            + " "
-            + (_mirror_sentence(g) if _mirror(g) else _law_sentence(g, define=not defined))
+            + ("" if mirror else " " + _law_sentence(g, define=not defined))
         )
         defined = defined or ("predicted_link" in g and g["predicted_link"].notna().any())
         failed = g[g.get("law_verdict", pd.Series("", index=g.index)) == "fails"]
