@@ -17,6 +17,8 @@ PROB_REAL, PROB_FAKE, PROB_GEN = "prob/real", "prob/fake", "prob/gen"
 GRAD_D_REAL, GRAD_D, GRAD_G = "grad/d_real_norm", "grad/d_norm", "grad/g_norm"
 WEIGHTS_D, WEIGHTS_G = "weights/d_norm", "weights/g_norm"  # parameter norms after the step
 DIAGNOSTIC_KEYS = (GRAD_D_REAL, GRAD_D, GRAD_G, WEIGHTS_D, WEIGHTS_G)
+# hinge: the share of D's fakes (reals) inside the margin, 1 + c > 0 (1 - c > 0), where d_fake (d_real) moves
+MARGIN_FAKE, MARGIN_REAL = "margin/fake", "margin/real"
 
 # --- probe cells --------------------------------------------------------------------------------
 # A cell is (batch, discriminator, BatchNorm context). Batches: "dbatch" = D's fake half batch,
@@ -40,8 +42,9 @@ def contract_keys() -> list[str]:
 
 
 def per_step_keys() -> list[str]:
-    """Every per-step metric key gantrack logs: the contract plus the harness's gradient and weight norms."""
-    return contract_keys() + list(DIAGNOSTIC_KEYS)
+    """Every per-step metric key gantrack logs: the contract plus the harness's gradient and weight norms
+    and the hinge family's margin shares."""
+    return contract_keys() + list(DIAGNOSTIC_KEYS) + [MARGIN_FAKE, MARGIN_REAL]
 
 
 def probe_key(cell: str, stat: str) -> str:

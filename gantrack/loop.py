@@ -246,10 +246,15 @@ class LoopProbes:
         fake_scores = self._scores(fake_scores, len(fake), "fake_scores")
         real_scores = None if real_scores is None else self._scores(real_scores, None, "real_scores")
         fake, d_inputs = fake.detach(), self._inputs(d_inputs, len(fake))
-        with self._probing():
-            gctx = self._in_g_context(self.D, fake, d_inputs)
-            if self.order == "d-first":  # G's batch does not exist yet: keep D as it is now
-                self._snapshot()
+        if self.order == "d-first":
+            # G's batch does not exist yet: keep D as it is now. Its G-step-context pass on this batch waits
+            # for g_step, on the copy (the same weights and buffers): with critic steps, only the last
+            # d_step's is ever needed
+            self._snapshot()
+            gctx = None
+        else:
+            with self._probing():
+                gctx = self._in_g_context(self.D, fake, d_inputs)
         self._d = {
             "fake": fake,
             "inputs": d_inputs,
@@ -287,6 +292,7 @@ class LoopProbes:
                 g["dbatch_after"] = self._in_g_context(self.D, self._d["fake"], self._d["inputs"])
                 if self.order == "d-first":
                     g["gbatch_before"] = self._in_g_context(self._copy, fake, d_inputs)
+                    self._d["dbatch_before_gctx"] = self._in_g_context(self._copy, self._d["fake"], self._d["inputs"])
                 else:
                     g["gbatch_before"] = self._d["dbatch_before_gctx"]
         else:  # g-first, simultaneous: D has not been updated yet

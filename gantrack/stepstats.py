@@ -77,8 +77,12 @@ def step_metrics(
         C.PROB_FAKE: out_fake.mean(),
         C.PROB_GEN: out_gen.mean(),
     }
+    if fam.name == "hinge":  # where the hinge's losses move at all (outside the margin they are flat)
+        m[C.MARGIN_FAKE] = (out_fake > -1.0).float().mean()
     if real_scores is not None:
         out_real = fam.output(real_scores.detach())
+        if fam.name == "hinge":
+            m[C.MARGIN_REAL] = (out_real < 1.0).float().mean()
         m[C.D_REAL] = fam.d_real(out_real).mean()
         m[C.ACC_REAL] = (out_real > fam.threshold).float().mean()
         m[C.PROB_REAL] = out_real.mean()

@@ -200,3 +200,26 @@ def test_a_wgan_gp_report_says_the_link_is_one_and_draws_no_probability_space(st
     assert "The law —" not in md and "## The law against the measurements" not in md  # nothing to test
     assert "(critic)" in md  # no operating point in probability for a critic's mean
     assert rep.analysis.runs[probes.run_id].implied.empty  # no probability-space curves
+
+
+def test_a_hinge_run_logs_and_reports_its_margin_violations(store, tmp_path):
+    from gantrack.analysis import build_report
+
+    torch.manual_seed(0)
+    D = mlp(4)
+    probes = LoopProbes(D, loss="hinge", order="d-first-same-batch", experiment="hinge", tracking_uri=store)
+    opt = torch.optim.SGD(D.parameters(), 0.05)
+    with probes:
+        for _ in range(60):
+            real, fake = torch.randn(16, 4) + 0.5, torch.randn(16, 4)
+            s_real, s_fake = D(real), D(fake)
+            probes.d_step(fake, s_fake, s_real)
+            opt.zero_grad()
+            (torch.relu(1 - s_real).mean() + torch.relu(1 + s_fake).mean()).backward()
+            opt.step()
+            got = probes.g_step(fake, D(fake)) or probes.end_step()
+            # the share of fakes inside the margin, where d_fake = relu(1 + c) moves at all
+            assert got[C.MARGIN_FAKE] == pytest.approx((s_fake.detach() > -1).float().mean().item())
+            assert got[C.MARGIN_REAL] == pytest.approx((s_real.detach() < 1).float().mean().item())
+    rep = build_report("hinge", tracking_uri=store, out_dir=tmp_path, progress=False, n_boot=30, workers=1)
+    assert "of D's fakes sit inside the margin" in rep.markdown.read_text()

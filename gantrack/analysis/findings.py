@@ -184,6 +184,18 @@ def _law_sentence(g: pd.DataFrame, define: bool = True) -> str:
     return text + "."
 
 
+def _margin_sentence(g: pd.DataFrame) -> str:
+    """Hinge: d_fake = relu(1 + c) moves only for fakes inside the margin; how many are, measured."""
+    if "margin_fake" not in g or not g["margin_fake"].notna().any():
+        return ""
+    fake, real = g["margin_fake"].median(), g.get("margin_real", pd.Series(dtype=float)).median()
+    return (
+        f" Hinge: {100 * fake:.0f} % of D's fakes sit inside the margin (1 + C(G(z)) > 0), the only ones that move "
+        "d_fake; g = -C(G(z)) moves with every sample"
+        + (f" ({100 * real:.0f} % of the reals inside theirs)." if np.isfinite(real) else ".")
+    )
+
+
 def _mirror(g: pd.DataFrame) -> bool:
     return bool(g["family"].isin(C.MIRROR_FAMILIES).all())
 
@@ -220,6 +232,7 @@ def answer(summary: pd.DataFrame) -> list[str]:
             f"{correlation_words(g['corr'].median())} (median r = {g['corr'].median():.2f}). "
             + _factor_sentence(g, ratio)
             + ("" if mirror else " " + _law_sentence(g, define=not defined))
+            + _margin_sentence(g)
         )
         defined = defined or ("predicted_link" in g and g["predicted_link"].notna().any())
         failed = g[g.get("law_verdict", pd.Series("", index=g.index)) == "fails"]

@@ -66,6 +66,12 @@ def run_panels(
             ax.plot(steps, wide[C.GP_LOSS], lw=0.7, color="tab:red", label="gradient penalty")
         ax.legend(fontsize=7)
         ax.set(title="critic: Wasserstein estimate", xlabel="step")
+    elif family == "hinge" and C.MARGIN_FAKE in wide:
+        for key, label in ((C.MARGIN_FAKE, "fakes: 1 + C > 0"), (C.MARGIN_REAL, "reals: 1 - C > 0")):
+            if key in wide:
+                ax.plot(steps, wide[key], lw=0.7, label=label)
+        ax.legend(fontsize=7)
+        ax.set(title="hinge: share inside the margin (the losses move)", xlabel="step", ylim=(-0.05, 1.05))
     else:
         ax.text(0.5, 0.5, f"{family}: no probability space", ha="center", va="center", transform=ax.transAxes)
         ax.set(title="implied D(G(z))", xlabel="step")

@@ -136,18 +136,32 @@ def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **opti
         except GantrackError as e:
             summaries.append(pd.DataFrame([{"run_id": rid, "reason": _not_explained(run, str(e))}]))
             continue
-        summaries.append(ex["summary"].assign(reason=""))
+        margins = _margins(results_wide := _wide(rs.metrics, rid), opt)
+        summaries.append(ex["summary"].assign(reason="", **margins))
         factors.append(ex["factors"].assign(label=label))
         # probability-space panels only where the family's output is a probability (BCE families)
         implied = ex["implied"] if loss_family(ex["summary"]["family"].iloc[0]).probability else ex["implied"][:0]
         title = f"{run.get('name', rid)} ({label})"
         fam = ex["summary"]["family"].iloc[0]
-        results[rid] = RunResult(_wide(rs.metrics, rid), ex["spectrum"], ex["curves"], implied, title, fam)
+        results[rid] = RunResult(results_wide, ex["spectrum"], ex["curves"], implied, title, fam)
     cols = ["run_id", "name", "label", *[c for c in META_COLUMNS.values() if c in meta]]
     summary = meta[cols].merge(pd.concat(summaries, ignore_index=True), on="run_id", how="right")
     summary["reason"] = summary["reason"].fillna("")
     factors = pd.concat(factors, ignore_index=True) if factors else pd.DataFrame(columns=[*FACTOR_COLUMNS, "label"])
     return Analysis(experiment, opt, rs, summary, factors, osc, results, answer(summary))
+
+
+def _margins(wide: pd.DataFrame, opt: Options) -> dict[str, float]:
+    """Hinge runs: the mean shares of fakes and reals inside the margin after burn-in (NaN otherwise)."""
+    from .measures import burn_in_step
+
+    out = {"margin_fake": float("nan"), "margin_real": float("nan")}
+    if C.MARGIN_FAKE in wide and len(wide):
+        late = wide[wide.index >= burn_in_step(wide.index.to_numpy(), opt.burn_in)]
+        out["margin_fake"] = float(late[C.MARGIN_FAKE].mean())
+        if C.MARGIN_REAL in late:
+            out["margin_real"] = float(late[C.MARGIN_REAL].mean())
+    return out
 
 
 def _not_explained(run: pd.Series, why: str) -> str:
@@ -164,7 +178,7 @@ def _not_explained(run: pd.Series, why: str) -> str:
 
 
 def _wide(metrics: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    keys = [*C.LOSS_KEYS, C.GP_LOSS, C.ACC_REAL, C.ACC_FAKE]
+    keys = [*C.LOSS_KEYS, C.GP_LOSS, C.ACC_REAL, C.ACC_FAKE, C.MARGIN_FAKE, C.MARGIN_REAL]
     sub = metrics[(metrics["run_id"] == run_id) & metrics["key"].isin(keys)]
     wide = sub.pivot_table(index="step", columns="key", values="value", aggfunc="last", observed=True)
     wide.columns = wide.columns.astype(str)
