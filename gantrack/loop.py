@@ -421,8 +421,14 @@ class LoopProbes:
                 m.train(mode)
 
     def _snapshot(self) -> None:
+        """The copy takes D's weights and buffers (no autograd history: the copy is never trained)."""
         if self._copy is None:
             self._copy = copy.deepcopy(self.D).requires_grad_(False)
-        src = list(self.D.parameters()) + [b for b in self.D.buffers()]
-        dst = list(self._copy.parameters()) + [b for b in self._copy.buffers()]
-        torch._foreach_copy_(dst, src)
+            # listed once: walking the module tree on every critic step costs more than the copy itself
+            # (training updates these tensors in place; the optimiser holds the same ones)
+            self._pairs = (
+                list(self._copy.parameters()) + list(self._copy.buffers()),
+                list(self.D.parameters()) + list(self.D.buffers()),
+            )
+        with torch.no_grad():
+            torch._foreach_copy_(*self._pairs)
