@@ -19,7 +19,6 @@ are kept too (``per_sample_probes``; ``gantrack.probes``).
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from .errors import GantrackError, TrainingDiverged
 from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
 from .samples import SampleGrid
-from .stepstats import as_floats, bn_stats_frozen, step_metrics
+from .stepstats import as_floats, bn_stats_frozen, nonfinite_losses, step_metrics
 from .tracked_run import TrackedRun
 from .tracking import open_store
 
@@ -404,7 +403,7 @@ def _loop(
             run.log(step, metrics.items())
             for k, v in metrics.items():
                 history.setdefault(k, []).append(v)
-            bad = [k for k, v in metrics.items() if k in C.LOSS_COMPONENTS and not math.isfinite(v)]
+            bad = nonfinite_losses(metrics)
             if bad:
                 run.set_tag(C.TAG_NONFINITE_STEP, str(step), best_effort=True)
                 if not cfg.allow_nan:

@@ -58,7 +58,6 @@ artifact is written. A step whose losses are not finite is logged, tagged ``gant
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -74,7 +73,7 @@ from .errors import GantrackError
 from .losses import family
 from .messages import warn
 from .probes import PerSampleRecorder
-from .stepstats import as_floats, bn_stats_frozen, step_metrics
+from .stepstats import as_floats, bn_stats_frozen, nonfinite_losses, step_metrics
 from .tracked_run import TrackedRun
 from .tracking import open_store
 
@@ -325,7 +324,7 @@ class LoopProbes:
         self.run.log(self.step, metrics.items())
         if self._recorder is not None:
             self._recorder.add(self.step, cells)
-        bad = [k for k in C.LOSS_COMPONENTS if k in metrics and not math.isfinite(metrics[k])]
+        bad = nonfinite_losses(metrics)
         if bad and not self._nonfinite:  # logged as it is, said once
             self._nonfinite = True
             self.run.set_tag(C.TAG_NONFINITE_STEP, str(self.step), best_effort=True)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -91,6 +92,11 @@ def step_metrics(
     if cells:
         m.update(cell_stats(fam, cells))
     return m
+
+
+def nonfinite_losses(metrics: dict[str, float]) -> list[str]:
+    """The loss components (``loss/*``) of a step's float metrics that are NaN or infinite."""
+    return [k for k in C.LOSS_COMPONENTS if k in metrics and not math.isfinite(metrics[k])]
 
 
 def as_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -136,14 +136,14 @@ def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **opti
         except GantrackError as e:
             summaries.append(pd.DataFrame([{"run_id": rid, "reason": _not_explained(run, str(e))}]))
             continue
-        margins = _margins(results_wide := _wide(rs.metrics, rid), opt)
-        summaries.append(ex["summary"].assign(reason="", **margins))
+        wide = _wide(rs.metrics, rid)
+        summaries.append(ex["summary"].assign(reason="", **_margins(wide, opt)))
         factors.append(ex["factors"].assign(label=label))
         # probability-space panels only where the family's output is a probability (BCE families)
         implied = ex["implied"] if loss_family(ex["summary"]["family"].iloc[0]).probability else ex["implied"][:0]
         title = f"{run.get('name', rid)} ({label})"
         fam = ex["summary"]["family"].iloc[0]
-        results[rid] = RunResult(results_wide, ex["spectrum"], ex["curves"], implied, title, fam)
+        results[rid] = RunResult(wide, ex["spectrum"], ex["curves"], implied, title, fam)
     cols = ["run_id", "name", "label", *[c for c in META_COLUMNS.values() if c in meta]]
     summary = meta[cols].merge(pd.concat(summaries, ignore_index=True), on="run_id", how="right")
     summary["reason"] = summary["reason"].fillna("")
