@@ -14,7 +14,11 @@
 
 Each call reads scores you already computed and adds the extra forward passes of D that the probe
 cells need (``contract.CELLS``) under ``no_grad``, with D's BatchNorm running statistics restored
-and torch's random stream forked, so your training is bit-identical with and without probes. The
+and torch's random stream forked, so your training is bit-identical with and without probes. Two
+cells usually repeat scores your loop already has — D's fake batch as the G step sees it is D's own
+fake scores when D sees its batches apart, and in ``d-first-same-batch`` D's updated scores of that
+batch are G's scores — so those passes run on the first step and every ``REUSE_CHECK_EVERY`` steps as a
+check, and every step once the two differ (a combined real+fake batch in D, dropout). The
 run gets ``loss/*``, ``acc/*``, ``prob/*`` and ``probe/*`` every step (batched, written on a
 background thread, spooled through tracking outages), the per-sample artifact, and the tag
 ``gantrack.update_order`` that tells ``explain`` which factors the order allows:
@@ -85,6 +89,9 @@ ORDERS = {
 }
 OUTPUTS = ("logits", "probabilities")
 FLUSH_SECONDS = 10.0  # metrics reach the store at least this often (a kill loses seconds, not minutes)
+# Two probe passes often repeat scores the loop already has (``_Reuse``); the repeat is checked against a
+# real pass on the first step and every REUSE_CHECK_EVERY steps after, and always run once they differ.
+REUSE_CHECK_EVERY = 50
 CONTEXTS = ("batch", "moving")
 
 
@@ -148,6 +155,9 @@ class LoopProbes:
         self._recorder: PerSampleRecorder | None = None
         self._last_flush = time.monotonic()
         self._nonfinite = False
+        # D's fake batch in D's step seen as the G step sees it = D's own scores (D sees its batches apart,
+        # in the context the G step uses); in d-first-same-batch, D's updated scores of that batch = G's
+        self._reuse = {"dbatch_before_gctx": _Reuse(), "dbatch_after": _Reuse()}
         self._reset()
 
     @property
@@ -252,8 +262,7 @@ class LoopProbes:
             self._snapshot()
             gctx = None
         else:
-            with self._probing():
-                gctx = self._in_g_context(self.D, fake, d_inputs)
+            gctx = self._cell("dbatch_before_gctx", fake_scores, lambda: self._in_g_context(self.D, fake, d_inputs))
         self._d = {
             "fake": fake,
             "inputs": d_inputs,
@@ -287,13 +296,17 @@ class LoopProbes:
                     "order 'd-first-same-batch' but g_step() got a different batch than d_step(): use order 'd-first'"
                 )
             g["gbatch_after"] = scores
-            with self._probing():
-                g["dbatch_after"] = self._in_g_context(self.D, self._d["fake"], self._d["inputs"])
-                if self.order == "d-first":
+            d = self._d
+            if self.order == "d-first":
+                with self._probing():
+                    g["dbatch_after"] = self._in_g_context(self.D, d["fake"], d["inputs"])
                     g["gbatch_before"] = self._in_g_context(self._copy, fake, d_inputs)
-                    self._d["dbatch_before_gctx"] = self._in_g_context(self._copy, self._d["fake"], self._d["inputs"])
-                else:
-                    g["gbatch_before"] = self._d["dbatch_before_gctx"]
+                d_pass = lambda: self._in_g_context(self._copy, d["fake"], d["inputs"])  # noqa: E731
+                d["dbatch_before_gctx"] = self._cell("dbatch_before_gctx", d["dbatch_before"], d_pass)
+            else:
+                g_pass = lambda: self._in_g_context(self.D, fake, d_inputs)  # noqa: E731
+                g["dbatch_after"] = self._cell("dbatch_after", scores, g_pass)
+                g["gbatch_before"] = d["dbatch_before_gctx"]
         else:  # g-first, simultaneous: D has not been updated yet
             g["gbatch_before"] = scores
         self._g = g
@@ -403,6 +416,17 @@ class LoopProbes:
             out = torch.logit(out.clamp(1e-7, 1 - 1e-7))
         return out.detach().reshape(len(x)).float()
 
+    def _cell(self, name: str, known: torch.Tensor, probe_pass) -> torch.Tensor:
+        """A probe cell whose scores the loop may already have (``known``): the pass runs when a check is
+        due or once the two have differed; otherwise ``known`` is the cell."""
+        reuse = self._reuse[name]
+        if not reuse.check_due(self.step):
+            return known
+        with self._probing():
+            scores = probe_pass()
+        reuse.record(scores, known, self.step)
+        return scores
+
     @contextmanager
     def _probing(self):
         """No gradients, BatchNorm running statistics and torch's random stream as they were, D's
@@ -431,3 +455,26 @@ class LoopProbes:
             )
         with torch.no_grad():
             torch._foreach_copy_(*self._pairs)
+
+
+class _Reuse:
+    """Whether a probe cell may be taken from scores the loop already computed.
+
+    Checked against a real pass at the first step and every ``REUSE_CHECK_EVERY`` steps; once the
+    two differ (D sees a combined batch in its step, the G step uses another BatchNorm context,
+    dropout), the pass runs every step for the rest of the run. Equal means float32-close
+    (``rtol=1e-5``, ``atol=1e-6``): the same forward pass with and without autograd.
+    """
+
+    def __init__(self):
+        self.differs = False
+        self.checked_at: int | None = None
+
+    def check_due(self, step: int) -> bool:
+        return self.differs or self.checked_at is None or step - self.checked_at >= REUSE_CHECK_EVERY
+
+    def record(self, scores: torch.Tensor, known: torch.Tensor, step: int) -> None:
+        self.checked_at = step
+        if not self.differs:
+            same = scores.shape == known.shape and torch.allclose(scores, known, rtol=1e-5, atol=1e-6, equal_nan=True)
+            self.differs = not same

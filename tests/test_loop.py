@@ -174,3 +174,47 @@ def test_misuse_is_a_clear_error_and_the_run_ends_failed_with_nothing_half_writt
             p3.end_step()
     with pytest.raises(GantrackError, match="no run"):
         LoopProbes(D).d_step(torch.randn(8, 4), D(torch.randn(8, 4)))
+
+
+def _probe_histories(store, run_id):
+    c = MlflowClient(store)
+    keys = [k for k in c.get_run(run_id).data.metrics if k.startswith("probe/")]
+    return {k: [m.value for m in sorted(c.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys}
+
+
+@pytest.mark.parametrize("order", ["d-first", "d-first-same-batch"])
+def test_probe_cells_taken_from_the_loops_scores_equal_the_passes_they_replace(order, store, monkeypatch):
+    import gantrack.loop as loop
+
+    runs = {}
+    for every in (1, loop.REUSE_CHECK_EVERY):  # 1: the pass runs every step; default: mostly reused
+        monkeypatch.setattr(loop, "REUSE_CHECK_EVERY", every)
+        D, G = players()
+        with LoopProbes(D, order=order, experiment="reuse", tracking_uri=store) as probes:
+            user_loop(order, steps=30, probes=probes, models=(D, G))
+        runs[every] = _probe_histories(store, probes.run_id)
+    passes, reused = runs.values()
+    assert passes.keys() == reused.keys() and len(passes) == 15
+    for key in passes:
+        np.testing.assert_allclose(reused[key], passes[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_combined_d_batch_is_noticed_and_its_g_context_cell_measured_every_step(store):
+    """D scores real and fake in one BatchNorm batch: its fake scores are not the G step's context,
+    so the check at the first step must send every later step through the real pass."""
+    D, G = players()
+    opt_d = torch.optim.Adam(D.parameters(), 2e-3)
+    bce = nn.BCEWithLogitsLoss()
+    with LoopProbes(D, order="d-first-same-batch", experiment="combined", tracking_uri=store) as probes:
+        for _ in range(8):
+            real, fake = 1.0 + 0.5 * torch.randn(32, 4), G(torch.randn(32, 2)).detach()
+            scores = D(torch.cat([real, fake]))
+            probes.d_step(fake, scores[32:], scores[:32])
+            opt_d.zero_grad()
+            bce(scores, torch.cat([torch.ones(32, 1), torch.zeros(32, 1)])).backward()
+            opt_d.step()
+            probes.g_step(fake, D(fake))
+            probes.end_step()
+    h = _probe_histories(store, probes.run_id)
+    before, gctx = np.array(h["probe/dbatch_before/p"]), np.array(h["probe/dbatch_before_gctx/p"])
+    assert len(before) == 8 and (np.abs(before - gctx) > 1e-4).all()
