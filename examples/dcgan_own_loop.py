@@ -56,6 +56,7 @@ def main(argv=None) -> str:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-probes", action="store_true", help="the plain example, nothing logged")
+    ap.add_argument("--stop-on", default="", help="end early in these failure modes, e.g. convergence-failure")
     ap.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     opt = ap.parse_args(argv)
     device = resolve_device(opt.device)  # the probes follow the models onto their device
@@ -79,6 +80,10 @@ def main(argv=None) -> str:
         run_name="pytorch-dcgan",  # gantrack
         params={**vars(opt), "device": str(device)},
         enabled=not opt.no_probes,
+        G=netG,
+        latent=(nz, 1, 1),
+        reference=data,  # gantrack: sample diversity (div/*) once per pass over the data
+        stop_on=opt.stop_on,
     )  # gantrack
     with probes:  # gantrack
         t0 = time.perf_counter()
@@ -111,6 +116,8 @@ def main(argv=None) -> str:
             probes.g_step(fake, output)  # gantrack
             optimizerG.step()
             probes.end_step()  # gantrack
+            if probes.should_stop:  # gantrack: a stop_on failure mode was diagnosed
+                break
             if i % 50 == 0:
                 print(
                     f"[{i}/{opt.steps}] Loss_D: {errD.item():.4f} Loss_G: {errG.item():.4f} "

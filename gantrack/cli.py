@@ -30,6 +30,8 @@ def _train(args) -> int:
         overrides["allow_nan"] = True
     if args.no_probes:
         overrides["probes"] = False
+    if args.stop_on:
+        overrides["stop_on"] = args.stop_on
     cfg = config_mod.resolve(args.preset, args.config, overrides)
     run_id = train(cfg, tracking_uri=args.tracking_uri, quiet=args.quiet)
     print(run_id)
@@ -58,6 +60,39 @@ def _report(args) -> int:
         key_map=parse(args.key or [], args.keymap) or None,
     )
     _print_report(rep, args.tracking_uri, args.experiment)
+    return 0
+
+
+def _diagnose(args) -> int:
+    import json
+
+    import pandas as pd
+
+    from .analysis import diagnose, load_runs
+    from .keymaps import parse
+
+    rs = load_runs(
+        experiment=None if args.run else args.experiment,
+        run_ids=args.run or None,
+        tracking_uri=args.tracking_uri,
+        progress=not args.quiet and not args.json,
+        key_map=parse(args.key or [], args.keymap) or None,
+    )
+    table = diagnose(rs)
+    if table.empty:
+        raise GantrackError(f"no runs in experiment {args.experiment!r}")
+    if args.json:
+        records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+        print(json.dumps(records, indent=2))
+        return 0
+    for _, r in table.iterrows():
+        onset = "" if pd.isna(r["onset_step"]) else f" since step {r['onset_step']}"
+        sub = f" ({r['subtype']})" if r["subtype"] else ""
+        print(f"{r['run_id'][:8]}  {r['run_name'] or '-'}: {r['verdict']}{sub}{onset}")
+        for line in filter(None, r["evidence"].split("; ")):
+            print(f"    evidence: {line}")
+        for line in filter(None, r["missing"].split("; ")):
+            print(f"    missing: {line}")
     return 0
 
 
@@ -169,8 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-probes", action="store_true", help="skip the 2x2 probe forward passes")
     t.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps (enables --resume)")
     t.add_argument("--resume", metavar="RUN_ID", help="continue a crashed run from its last checkpoint")
+    t.add_argument(
+        "--stop-on",
+        metavar="MODES",
+        help="end the run early and cleanly in these failure modes, e.g. convergence-failure,diverged",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    g = sub.add_parser("diagnose", help="which failure mode each run is in, since which step, and why")
+    g.add_argument("--experiment", default="gantrack")
+    g.add_argument("--run", action="append", metavar="RUN_ID", help="only these runs (repeatable)")
+    g.add_argument("--tracking-uri")
+    g.add_argument("--json", action="store_true", help="the table as JSON records")
+    g.add_argument("--key", action="append", metavar="CONTRACT=YOURS", help="key map for runs of other loops")
+    g.add_argument("--keymap", help="a preset key map (see `gantrack keymaps`)")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=_diagnose)
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)

@@ -36,10 +36,11 @@ RUN_SETTINGS = (
     "checkpoint_dir",
     "device",
     "fast_path",
+    "diversity_every",
 )
 # Fields added after runs were first stored: left out of the hash at their defaults, so those runs keep
 # their identity (a sweep or study reuses them) while a non-default value makes a new run.
-HASH_IF_NOT_DEFAULT = {"precision": "fp32"}
+HASH_IF_NOT_DEFAULT = {"precision": "fp32", "stop_on": ""}
 
 
 @dataclass
@@ -92,6 +93,12 @@ class Config:
     flush_every: int = 100  # metrics are sent to MLflow in batches of this many steps
     sample_every: int = 100  # sample grid every N steps (0: only at the end)
     allow_nan: bool = False
+    # a snapshot of G's samples against the data (gantrack.diversity: div/*) every N steps; 0: once per
+    # epoch, as the book's summarize_performance; -1: never
+    diversity_every: int = 0
+    # failure modes (gantrack.diagnosis) that end the run early and cleanly, comma-separated, e.g.
+    # "convergence-failure,diverged"; the tag gantrack.stopped says which and at which step
+    stop_on: str = ""
     checkpoint_every: int = 0  # steps between checkpoints (0: none); metrics are then flushed at checkpoints
     checkpoint_dir: str = ""  # default $GANTRACK_CHECKPOINT_DIR or ~/.cache/gantrack/checkpoints
     threads: int = 0  # torch threads; 0 leaves torch's default
@@ -295,6 +302,13 @@ def validate(cfg: Config) -> Config:
     for name in ("steps", "batches_per_epoch", "sample_every", "threads", "checkpoint_every"):
         if getattr(cfg, name) < 0:
             raise GantrackError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.diversity_every < -1:
+        raise GantrackError(
+            f"diversity_every must be -1 (never), 0 (once per epoch) or positive, got {cfg.diversity_every}"
+        )
+    from .stepstats import parse_stop_on
+
+    parse_stop_on(cfg.stop_on)
     if cfg.batch_size < 2:
         raise GantrackError(f"batch_size must be at least 2 (D sees half real, half fake), got {cfg.batch_size}")
     if cfg.width * 16 < 1:

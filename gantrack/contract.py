@@ -20,6 +20,27 @@ DIAGNOSTIC_KEYS = (GRAD_D_REAL, GRAD_D, GRAD_G, WEIGHTS_D, WEIGHTS_G)
 # hinge: the share of D's fakes (reals) inside the margin, 1 + c > 0 (1 - c > 0), where d_fake (d_real) moves
 MARGIN_FAKE, MARGIN_REAL = "margin/fake", "margin/real"
 
+# --- sample diversity (gantrack.diversity), logged at each snapshot of G's samples ---------------
+DIV_NDB, DIV_JS = "div/ndb", "div/js"  # NDB/K and JS over K-means bins of the reference
+DIV_COVERAGE, DIV_COVERAGE_CEILING, DIV_DENSITY = "div/coverage", "div/coverage_ceiling", "div/density"
+DIV_DUPLICATES = "div/duplicates"  # share of samples with a near-duplicate (real-calibrated threshold)
+DIV_MODES, DIV_QUALITY = "div/modes", "div/quality"  # ring-2d: modes covered of 8, share within 3 sigma
+DIVERSITY_KEYS = (
+    DIV_NDB,
+    DIV_JS,
+    DIV_COVERAGE,
+    DIV_COVERAGE_CEILING,
+    DIV_DENSITY,
+    DIV_DUPLICATES,
+    DIV_MODES,
+    DIV_QUALITY,
+)
+
+# --- the diagnosis (gantrack.diagnosis), logged by the online detector -----------------------------
+VERDICTS = ("stable", "mode-collapse", "convergence-failure", "oscillating", "diverged", "stalled", "undecided")
+FAILURE_MODES = ("mode-collapse", "convergence-failure", "diverged", "stalled")  # what stop_on may name
+DIAG_CODE, DIAG_ONSET = "diagnosis/code", "diagnosis/onset_step"  # code: index into VERDICTS
+
 # --- probe cells --------------------------------------------------------------------------------
 # A cell is (batch, discriminator, BatchNorm context). Batches: "dbatch" = D's fake half batch,
 # "gbatch" = G's full batch. Discriminators: "before" = D as it computed d_fake, "after" = D as it
@@ -45,6 +66,11 @@ def per_step_keys() -> list[str]:
     """Every per-step metric key gantrack logs: the contract plus the harness's gradient and weight norms
     and the hinge family's margin shares."""
     return contract_keys() + list(DIAGNOSTIC_KEYS) + [MARGIN_FAKE, MARGIN_REAL]
+
+
+def snapshot_keys() -> list[str]:
+    """Keys logged at diversity snapshots and detector decisions, not every step."""
+    return list(DIVERSITY_KEYS) + [DIAG_CODE, DIAG_ONSET]
 
 
 def probe_key(cell: str, stat: str) -> str:
@@ -121,6 +147,8 @@ TAG_SYNCED_FROM = "gantrack.synced_from"  # the spool file a run's metrics were 
 TAG_SWEEP_KEY, TAG_SWEEP_RESULT = "gantrack.sweep_key", "gantrack.sweep_result"
 # who trains a run, and when it last wrote: a RUNNING run whose process is gone is an orphan
 TAG_HOST, TAG_PID, TAG_HEARTBEAT = "gantrack.host", "gantrack.pid", "gantrack.heartbeat"  # heartbeat: unix s
+TAG_DIAGNOSIS = "gantrack.diagnosis"  # the detector's verdict (contract VERDICTS), set as soon as it decides
+TAG_STOPPED = "gantrack.stopped"  # "<verdict> at step <k>": the run was ended early by stop_on
 KINDS = ("user-loop", "sweep", "report")  # gantrack.kind; harness runs have none
 # MLflow's own tags that gantrack writes
 TAG_NOTE, TAG_PARENT, TAG_GIT_COMMIT = "mlflow.note.content", "mlflow.parentRunId", "mlflow.source.git.commit"

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, checkpoint, data, figures, models, tracking
+from . import __version__, checkpoint, data, diversity, figures, models, stepstats, tracking
 from . import contract as C
 from .config import PRESETS, Config, validate
 from .device import autocast, resolve_device
@@ -38,7 +38,7 @@ from .errors import GantrackError, TrainingDiverged
 from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
 from .samples import SampleGrid
-from .stepstats import as_floats, bn_stats_frozen, nonfinite_losses, step_metrics
+from .stepstats import RunMonitor, as_floats, bn_stats_frozen, describe, nonfinite_losses, step_metrics
 from .tracked_run import TrackedRun
 from .tracking import open_store
 
@@ -245,11 +245,31 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
     return {k: v for k, v in m.items() if v is not None}
 
 
+def steps_per_epoch(cfg: Config, n_real: int | None) -> int:
+    return cfg.batches_per_epoch or (max(1, n_real // cfg.batch_size) if n_real else 100)
+
+
 def total_steps(cfg: Config, n_real: int | None) -> int:
-    if cfg.steps:
-        return cfg.steps
-    per_epoch = cfg.batches_per_epoch or (max(1, n_real // cfg.batch_size) if n_real else 100)
-    return cfg.epochs * per_epoch
+    return cfg.steps or cfg.epochs * steps_per_epoch(cfg, n_real)
+
+
+def run_monitor(cfg: Config, gan: GAN) -> RunMonitor:
+    """Diversity snapshots (once per epoch by default) and the online detector for a harness run. G's
+    snapshot samples come from a random stream of their own, with G's BatchNorm in inference mode as
+    the book's ``summarize_performance`` calls ``G.predict``: training is the same with or without."""
+    ref = diversity.reference_for(cfg.dataset, gan.real) if cfg.diversity_every >= 0 else None
+    every = cfg.diversity_every or steps_per_epoch(cfg, None if gan.real is None else len(gan.real))
+    stream = torch.Generator().manual_seed(cfg.seed + 2_000_003)
+
+    def sample(n: int) -> torch.Tensor:
+        z = torch.randn(n, cfg.latent_dim, generator=stream).to(gan.device)
+        with torch.no_grad():
+            gan.G.eval()
+            x = gan.g(z)
+            gan.G.train()
+        return x
+
+    return RunMonitor(cfg.loss, ref, sample, every, cfg.stop_on)
 
 
 def _run_name(cfg: Config) -> str:
@@ -374,6 +394,7 @@ def _loop(
     from tqdm import tqdm
 
     samples = SampleGrid(gan)
+    monitor = run_monitor(cfg, gan)
     per_sample = None
     if cfg.probes and cfg.per_sample_probes:
         per_sample = (
@@ -396,6 +417,7 @@ def _loop(
     with tempfile.TemporaryDirectory(prefix="gantrack-") as tmp:
         tmpdir = Path(tmp)
         t_loop, cpu_loop = time.perf_counter(), time.process_time()
+        step = start - 1
         for step in range(start, steps + 1):
             metrics = as_floats(gan_step(gan))
             if per_sample is not None:
@@ -419,11 +441,26 @@ def _loop(
                 else:
                     run.flush_in_background()
             if cfg.sample_every and step % cfg.sample_every == 0:
-                tracking.best_effort(run.log_artifact, samples.save(gan, step, tmpdir), "samples")
+                _log_samples(run, gan, samples, step, tmpdir)
             if not quiet and (step % 10 == 0 or step == steps):
                 bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in (C.D_REAL, C.D_FAKE, C.G_LOSS)}, refresh=False)
+            extra, decided = monitor.after_step(step, metrics)
+            if extra:
+                run.log(step, extra.items())
+            if decided is not None:
+                run.set_tag(C.TAG_DIAGNOSIS, decided.verdict, best_effort=True)
+                if not quiet:
+                    bar.write(f"{_run_name(cfg)}: {decided.line()}")
             bar.update(1)
+            if monitor.stop_reason:
+                run.set_tag(C.TAG_STOPPED, monitor.stop_reason, best_effort=True)
+                if not quiet:
+                    bar.write(f"{_run_name(cfg)}: stopped early (stop_on): {monitor.stop_reason}")
+                break
         bar.close()
+        last = step
+        verdict = monitor.final()  # on the whole run: stable and oscillating are said only now
+        run.log(last, stepstats.decision_metrics(verdict).items())
         run.flush()  # the last metrics write belongs to the loop's time (a failed one is retried by finish)
         loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - cpu_loop
 
@@ -434,11 +471,22 @@ def _loop(
             # so work moved off the loop thread still shows
             run.set_tag(C.TAG_LOOP_SECONDS, f"{loop_s:.3f}", best_effort=True)
             run.set_tag(C.TAG_LOOP_CPU_SECONDS, f"{loop_cpu_s:.3f}", best_effort=True)
-            _final_artifacts(cfg, run, gan, samples, steps, history, tmpdir, per_sample)
+            _final_artifacts(cfg, run, gan, samples, last, history, tmpdir, per_sample)
+            run.set_tag(C.TAG_DIAGNOSIS, verdict.verdict)
+            run.set_tag(C.TAG_NOTE, describe(verdict, _description(cfg, steps)))
 
         run.finish(before_status=final_artifacts)
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
+
+
+def _log_samples(run: TrackedRun, gan: GAN, samples: SampleGrid, step: int, tmpdir: Path) -> None:
+    """The sample grid as a file under ``samples/`` and, for images, in MLflow's image grid (key
+    ``samples``: the UI shows it against the step slider). Best effort: training goes on without."""
+    tracking.best_effort(run.log_artifact, samples.save(gan, step, tmpdir), "samples")
+    image = samples.image(gan)
+    if image is not None:
+        tracking.best_effort(run.log_image, image, "samples", step)
 
 
 def _final_artifacts(
@@ -449,8 +497,9 @@ def _final_artifacts(
         folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)
         run.log_artifact(per_sample.save(tmpdir / name), folder)
     if not cfg.sample_every or steps % cfg.sample_every:
-        run.log_artifact(samples.save(gan, steps, tmpdir), "samples")
-    fig = figures.book_plots(np.arange(1, steps + 1), {k: np.asarray(v) for k, v in history.items()})
+        _log_samples(run, gan, samples, steps, tmpdir)
+    per_step = {k: np.asarray(v) for k, v in history.items() if len(v) == len(history[C.G_LOSS])}
+    fig = figures.book_plots(np.arange(steps - len(history[C.G_LOSS]) + 1, steps + 1), per_step)
     fig.savefig(tmpdir / "plot_line_plot_loss.png", dpi=100)
     figures.close(fig)
     run.log_artifact(tmpdir / "plot_line_plot_loss.png", "plots")

@@ -73,11 +73,20 @@ from torch import nn
 
 from . import __version__
 from . import contract as C
+from .diversity import user_reference
 from .errors import GantrackError
 from .losses import family
 from .messages import warn
 from .probes import PerSampleRecorder
-from .stepstats import as_floats, bn_stats_frozen, nonfinite_losses, step_metrics
+from .stepstats import (
+    RunMonitor,
+    as_floats,
+    bn_stats_frozen,
+    decision_metrics,
+    describe,
+    nonfinite_losses,
+    step_metrics,
+)
 from .tracked_run import TrackedRun
 from .tracking import open_store
 
@@ -113,6 +122,18 @@ class LoopProbes:
     costs seconds and the metrics wait in the buffer. ``run_id`` is the run's id once started; one
     ``LoopProbes`` is one run (entering ``with`` again is refused before a second run exists).
 
+    **Sample diversity and the diagnosis** (``gantrack.diversity``, ``gantrack.diagnosis``): with ``G``,
+    ``latent`` (the shape of one latent point, e.g. ``(nz, 1, 1)``, or a callable ``n -> z``) and
+    ``reference`` (real data as G outputs it: a tensor, or a loader of batches; at most 10,000 samples
+    taken), every ``diversity_every`` steps (0: once per pass over the reference at your batch size) the
+    probes draw a snapshot of G's samples — under ``no_grad``, G's BatchNorm statistics and torch's random
+    stream untouched — and log ``div/*``. Bad reference data (images outside [-1, 1], a shape G does
+    not produce) is one ``GantrackError`` before the run exists. The failure-mode detector runs on every
+    step's metrics (and the snapshots): it logs ``diagnosis/*`` and tags ``gantrack.diagnosis`` as soon
+    as it decides; ``stop_on=("convergence-failure", "diverged")`` makes ``should_stop`` true then (end
+    your loop with ``if probes.should_stop: break``; the tag ``gantrack.stopped`` says why). At the end
+    the whole run is diagnosed and the MLflow description starts with the verdict.
+
     Devices and precision follow your loop: the probe passes run D on the device its parameters are on,
     inside whatever autocast context you call ``d_step``/``g_step``/``end_step`` from (call them where
     your forward passes run, and the probes see D in your precision); every score is kept as float32.
@@ -132,6 +153,11 @@ class LoopProbes:
         per_sample: bool = True,
         flush_every: int = 100,
         enabled: bool = True,
+        G: nn.Module | None = None,
+        latent=None,
+        reference=None,
+        diversity_every: int = 0,
+        stop_on=(),
     ):
         if not isinstance(D, nn.Module) or not any(True for _ in D.parameters()):
             raise GantrackError("LoopProbes needs your discriminator: an nn.Module with parameters")
@@ -149,6 +175,18 @@ class LoopProbes:
         self.experiment, self.tracking_uri, self.run_name = experiment, tracking_uri, run_name
         self.params, self.per_sample, self.flush_every = dict(params or {}), per_sample, flush_every
         self.enabled = enabled
+        self.G, self.latent, self.reference_data, self.diversity_every = G, latent, reference, diversity_every
+        if reference is not None and (not isinstance(G, nn.Module) or latent is None):
+            raise GantrackError(
+                "diversity snapshots need G and latent as well as reference: LoopProbes(D, G=netG, "
+                "latent=(nz, 1, 1), reference=real_images)"
+            )
+        if diversity_every < 0:
+            raise GantrackError(
+                f"diversity_every must be >= 0 (0: once per pass over reference), got {diversity_every}"
+            )
+        self.monitor = RunMonitor(self.fam.name, stop_on=stop_on)  # an unknown mode fails here, before any run
+        self._stopped_tagged = False
         self.run: TrackedRun | None = None
         self.step = 0
         self._copy = None  # D before its update (order d-first only)
@@ -185,6 +223,11 @@ class LoopProbes:
             C.TAG_VERSION: __version__,
             C.TAG_NOTE: f"Your own loop with gantrack probes ({ORDERS[self.order]}).",
         }
+        if self.reference_data is not None:  # bad reference data fails here, before the run exists
+            self.monitor.reference = user_reference(self.reference_data)
+            self.monitor.sample = self._sample
+            self.monitor.reference.check(self._sample(2))
+        self._note = tags[C.TAG_NOTE]
         store = open_store(self.tracking_uri)
         self.run = TrackedRun.create(store, self.experiment, tags, run_name=self.run_name, params=self.params)
         self._recorder = PerSampleRecorder(1024) if self.per_sample else None
@@ -202,7 +245,15 @@ class LoopProbes:
                     folder, name = C.PER_SAMPLE_ARTIFACT.rsplit("/", 1)
                     self.run.log_artifact(self._recorder.save(Path(tmp) / name), folder)
 
-            self.run.finish(before_status=per_sample_artifact)
+            def final():
+                per_sample_artifact()
+                verdict = self.monitor.final()
+                self.run.log(max(self.step, 1), decision_metrics(verdict).items())
+                self.run.flush()
+                self.run.set_tag(C.TAG_DIAGNOSIS, verdict.verdict)
+                self.run.set_tag(C.TAG_NOTE, describe(verdict, self._note))
+
+            self.run.finish(before_status=final)
 
     def fail(self, reason: BaseException | str) -> None:
         """End the run FAILED (KILLED for Ctrl-C) with the reason in ``gantrack.failure``."""
@@ -337,6 +388,17 @@ class LoopProbes:
         self.run.log(self.step, metrics.items())
         if self._recorder is not None:
             self._recorder.add(self.step, cells)
+        if self.monitor.reference is not None and not self.monitor.every:  # once per pass over the reference
+            self.monitor.every = self.diversity_every or max(1, self.monitor.reference.n // len(d["fake"]))
+        extra, decided = self.monitor.after_step(self.step, metrics)
+        if extra:
+            self.run.log(self.step, extra.items())
+        if decided is not None:
+            self.run.set_tag(C.TAG_DIAGNOSIS, decided.verdict, best_effort=True)
+            warn("run %s: %s", self.run_id, decided.line())
+        if self.monitor.stop_reason and not self._stopped_tagged:
+            self._stopped_tagged = True
+            self.run.set_tag(C.TAG_STOPPED, self.monitor.stop_reason, best_effort=True)
         bad = nonfinite_losses(metrics)
         if bad and not self._nonfinite:  # logged as it is, said once
             self._nonfinite = True
@@ -348,6 +410,31 @@ class LoopProbes:
             self._last_flush = now
         self._reset()
         return metrics
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the detector has decided a failure mode named in ``stop_on``: end your loop
+        (``if probes.should_stop: break``); the run ends FINISHED with ``gantrack.stopped`` saying why."""
+        return self.monitor.stop_reason is not None
+
+    @property
+    def diagnosis(self):
+        """The detector's latest decision (``gantrack.diagnosis.Diagnosis``), or None."""
+        return self.monitor.detector.decision
+
+    def _sample(self, n: int) -> torch.Tensor:
+        """n of G's samples for a diversity snapshot: no gradients, G's BatchNorm statistics and torch's
+        random stream untouched, latent points from a stream of the probes' own."""
+        device = next(self.G.parameters()).device
+        if not hasattr(self, "_latent_stream"):
+            self._latent_stream = torch.Generator().manual_seed(2_000_003)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), bn_stats_frozen(self.G):
+            if callable(self.latent):
+                z = self.latent(n)
+            else:
+                shape = (self.latent,) if isinstance(self.latent, int) else tuple(self.latent)
+                z = torch.randn(n, *shape, generator=self._latent_stream)
+            return self.G(z.to(device)).detach()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Your own metrics (``loss/gp``, a learning rate, ...) into the probes' run, at ``step``

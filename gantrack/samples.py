@@ -21,19 +21,34 @@ class SampleGrid:
         self.reference = None if gan.real is not None else data.TOYS[gan.cfg.dataset](500, g).numpy()
 
     def save(self, gan, step: int, folder: Path) -> Path:
-        with torch.no_grad():
-            gan.G.eval()
-            x = gan.g(self.z.to(gan.device)).cpu().numpy()
-            gan.G.train()
+        """The picture as a PNG file in ``folder`` (the run's ``samples/`` artifacts)."""
+        x = self._generate(gan)
         path = folder / f"samples_step{step:06d}.png"
         if self.reference is None:
-            n, side = len(x), int(math.ceil(math.sqrt(len(x))))
-            tiles = np.ones((side * side, 28, 28), dtype=np.float32)
-            tiles[:n] = (x[:, 0] + 1) / 2
-            grid = tiles.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)
-            figures.imsave(path, 1 - grid, cmap="gray", vmin=0, vmax=1)
+            figures.imsave(path, 1 - self._tiles(x), cmap="gray", vmin=0, vmax=1)
         else:
             fig = figures.scatter_samples(self.reference, x, f"step {step}")
             fig.savefig(path, dpi=80)
             figures.close(fig)
         return path
+
+    def image(self, gan) -> np.ndarray | None:
+        """The image grid as uint8 pixels (black digits on white, as the book draws them) for
+        ``mlflow.log_image``; None for the toys (their picture is a scatter plot, kept as a file)."""
+        if self.reference is not None:
+            return None
+        return np.round(255 * (1 - self._tiles(self._generate(gan)))).astype(np.uint8)
+
+    def _generate(self, gan) -> np.ndarray:
+        with torch.no_grad():
+            gan.G.eval()
+            x = gan.g(self.z.to(gan.device)).cpu().numpy()
+            gan.G.train()
+        return x
+
+    @staticmethod
+    def _tiles(x: np.ndarray) -> np.ndarray:
+        n, side = len(x), int(math.ceil(math.sqrt(len(x))))
+        tiles = np.ones((side * side, 28, 28), dtype=np.float32)
+        tiles[:n] = np.clip((x[:, 0] + 1) / 2, 0, 1)
+        return tiles.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)

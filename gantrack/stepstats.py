@@ -5,7 +5,10 @@
 - ``step_metrics``: the per-step metric contract (``contract``: ``loss/*``, ``acc/*``, ``prob/*`` and
   ``probe/<cell>/<stat>``) from D's raw scores — the same function of the same scores, whoever
   trained the step, so a harness run and a user's loop that see the same batches log the same dict;
-- ``as_floats``: those 0-dim tensors as Python floats with one device sync.
+- ``as_floats``: those 0-dim tensors as Python floats with one device sync;
+- ``RunMonitor``: what is decided about the run as it trains — diversity snapshots of G's samples
+  (``gantrack.diversity``) every ``every`` steps and the online failure-mode detector
+  (``gantrack.diagnosis``), with ``stop_on``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import contract as C
+from .diagnosis import Detector, Diagnosis
+from .errors import GantrackError
 from .losses import LossFamily
 
 
@@ -105,3 +110,60 @@ def as_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     if not keys:
         return {}
     return dict(zip(keys, torch.stack([metrics[k].detach().float() for k in keys]).cpu().tolist()))
+
+
+def parse_stop_on(value) -> tuple[str, ...]:
+    """``"convergence-failure,diverged"`` (or a sequence) → the failure modes, or one clear error."""
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v and v.strip()]
+    unknown = [v for v in items if v not in C.FAILURE_MODES]
+    if unknown:
+        raise GantrackError(f"stop_on: unknown mode {unknown[0]!r}; choose from: {', '.join(C.FAILURE_MODES)}")
+    return tuple(items)
+
+
+class RunMonitor:
+    """Diversity snapshots and the online detector of one run, for the harness and ``LoopProbes`` alike.
+
+    ``sample(n)``: n of G's samples (drawn without touching the training random stream); ``reference``: a
+    ``diversity.Reference`` (None: no snapshots, the detector works from the losses); ``every``: steps
+    between snapshots; ``stop_on``: failure modes that end the run early. ``after_step`` returns the extra
+    metrics to log at that step (``div/*`` at snapshots; ``diagnosis/*`` when the verdict changes) and the
+    new decision, if any; ``stop_reason`` is set once a decision names a ``stop_on`` mode.
+    """
+
+    def __init__(self, loss: str, reference=None, sample=None, every: int = 0, stop_on: tuple[str, ...] = ()):
+        self.reference, self.sample, self.every = reference, sample, every
+        self.stop_on = parse_stop_on(stop_on)
+        self.detector = Detector(loss)
+        self.stop_reason: str | None = None
+
+    def after_step(self, step: int, metrics: dict[str, float]) -> tuple[dict[str, float], Diagnosis | None]:
+        from .diversity import snapshot_metrics
+
+        self.detector.add(step, metrics)
+        extra: dict[str, float] = {}
+        if self.reference is not None and self.sample is not None and self.every > 0 and step % self.every == 0:
+            n = self.reference.snapshot
+            extra = snapshot_metrics(self.sample(n), self.reference)
+            self.detector.add_snapshot(step, extra)
+        new = self.detector.update()
+        if new is not None:
+            extra.update(decision_metrics(new))
+            if new.verdict in self.stop_on and self.stop_reason is None:
+                self.stop_reason = f"{new.verdict} at step {step}"
+        return extra, new
+
+    def final(self) -> Diagnosis:
+        return self.detector.final()
+
+
+def decision_metrics(d: Diagnosis) -> dict[str, float]:
+    m = {C.DIAG_CODE: float(d.code)}
+    if d.onset_step is not None:
+        m[C.DIAG_ONSET] = float(d.onset_step)
+    return m
+
+
+def describe(d: Diagnosis, note: str) -> str:
+    """The run's MLflow description with the verdict first."""
+    return f"**Diagnosis: {d.line()}.** {note}"

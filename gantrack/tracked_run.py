@@ -111,6 +111,10 @@ class TrackedRun:
     def log_artifacts(self, local_dir: str | Path, folder: str | None = None) -> None:
         tracking.retry(self.store.client.log_artifacts, self.run_id, str(local_dir), folder)
 
+    def log_image(self, image, key: str, step: int) -> None:
+        """An image at a step under ``key`` (MLflow >= 2.12): the UI's image grid shows it on the step slider."""
+        tracking.retry(self.store.client.log_image, self.run_id, image, key=key, step=step, synchronous=True)
+
     def log_dict(self, data: dict, name: str) -> None:
         tracking.retry(self.store.client.log_dict, self.run_id, data, name)
 

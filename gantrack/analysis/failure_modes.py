@@ -1,0 +1,119 @@
+"""``diagnose(runset)``: which failure mode each run is in, since which step, on what evidence.
+
+The rules are ``gantrack.diagnosis.decide`` — the same function the harness and ``LoopProbes`` run while
+training — applied to what each stored run logged. A run from another tool (key-mapped, imported) is
+diagnosed from what it has; ``missing`` lists what would decide more. A run that cannot be read (no
+metrics, a corrupt series) gets ``undecided`` with the reason in its row; the other runs go on.
+
+Columns (``COLUMNS``): run_id, run_name, scenario (the preset's name, if gantrack trained it), verdict
+(``contract.VERDICTS``), subtype, onset_step, onset_resolution (steps: 1 from per-step curves, the
+snapshot spacing from diversity), evidence and missing ("; "-joined), period_g (the dominant period of
+g after burn-in, steps, with ``peak_p``, the red-noise test's p-value: the mode-collapse signature the
+tutorial describes, reported, not used to decide), and online (the verdict the run's own detector tagged,
+``gantrack.diagnosis``, for comparison).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import contract as C
+from ..diagnosis import Detector, Diagnosis, decide
+from ..errors import first_line
+from .frames import dedupe
+
+COLUMNS = [
+    "run_id",
+    "run_name",
+    "scenario",
+    "verdict",
+    "subtype",
+    "onset_step",
+    "onset_resolution",
+    "evidence",
+    "missing",
+    "period_g",
+    "peak_p",
+    "online",
+]
+
+
+def diagnose(runset, run_ids=None, period: bool = True) -> pd.DataFrame:
+    """One row per run of ``runset`` (or of ``run_ids``) with the columns above. ``period``: measure
+    g's dominant period too (the spectral peak test: about 0.1 s a run)."""
+    metrics = dedupe(runset.metrics)
+    by_run = dict(tuple(metrics.groupby("run_id", observed=True)))
+    rows = []
+    for _, run in runset.runs.iterrows():
+        rid = run["run_id"]
+        if (run_ids is not None and rid not in run_ids) or _tag(run, C.TAG_KIND) in ("report", "sweep"):
+            continue  # a report's or a sweep's own run holds results, not training curves
+        row = {
+            "run_id": rid,
+            "run_name": run.get("name", "") if isinstance(run.get("name", ""), str) else "",
+            "scenario": _tag(run, C.TAG_SCENARIO),
+            "online": _tag(run, C.TAG_DIAGNOSIS),
+        }
+        try:
+            d, extra = diagnose_run(by_run.get(rid), _tag(run, C.TAG_LOSS), run.get("status", ""), period)
+        except Exception as e:  # a corrupt series: this run's row says why, the others go on
+            d, extra = Diagnosis("undecided", evidence=[f"cannot read this run: {first_line(e, 200)}"]), {}
+        row.update(
+            verdict=d.verdict,
+            subtype=d.subtype,
+            onset_step=d.onset_step,
+            onset_resolution=d.onset_resolution,
+            evidence="; ".join(d.evidence),
+            missing="; ".join(d.missing),
+            **extra,
+        )
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    out["onset_step"] = out["onset_step"].astype("Int64")
+    out["onset_resolution"] = out["onset_resolution"].astype("Int64")
+    return out
+
+
+def _tag(run, name) -> str:
+    v = run.get(f"tags.{name}")
+    return v if isinstance(v, str) else ""
+
+
+def diagnose_run(sub: pd.DataFrame | None, loss: str, status: str = "", period: bool = True):
+    """``decide`` on one run's long metrics frame; returns (Diagnosis, extra columns)."""
+    extra = {"period_g": np.nan, "peak_p": np.nan}
+    if sub is None or sub.empty:
+        what = f"{status} run" if status else "run"
+        return Diagnosis("undecided", evidence=[f"{what} has no metrics"], missing=["loss/*"]), extra
+    assumed = []
+    if not loss:
+        loss = "nsgan"
+        assumed = ["loss family assumed nsgan (no gantrack.loss tag)"]
+    keys = set(sub["key"].astype(str).unique())
+    per_step = [k for k in Detector.KEYS if k in keys]
+    losses = sub[sub["key"].isin([k for k in C.LOSS_COMPONENTS if k in keys])]
+    steps = np.sort(losses["step"].unique()) if not losses.empty else np.array([], dtype=np.int64)
+    wide = sub[sub["key"].isin(per_step)].pivot(index="step", columns="key", values="value").reindex(steps)
+    wide.columns = wide.columns.astype(str)
+    series = {k: wide[k].to_numpy(dtype=float) for k in wide.columns}
+    snapshots = {}
+    for k in C.DIVERSITY_KEYS:
+        s = sub[sub["key"] == k]
+        if not s.empty:
+            snapshots[k] = (s["step"].to_numpy(), s["value"].to_numpy(dtype=float))
+    bad = losses[~np.isfinite(losses["value"].to_numpy(dtype=float))]
+    nonfinite = None
+    if not bad.empty:
+        first = int(bad["step"].min())
+        nonfinite = (first, sorted(bad.loc[bad["step"] == first, "key"].astype(str).unique()))
+    final = status != "RUNNING"
+    d = decide(steps, series, snapshots, loss, final=final, nonfinite=nonfinite)
+    d.evidence = assumed + d.evidence
+    if period and C.G_LOSS in series and d.verdict != "diverged":
+        from .measures import oscillation
+
+        osc = oscillation(sub[sub["key"] == C.G_LOSS], keys=[C.G_LOSS], n_boot=50)
+        if len(osc) and not osc["reason"].iloc[0]:
+            extra = {"period_g": float(osc["dominant_period"].iloc[0]), "peak_p": float(osc["peak_p"].iloc[0])}
+    return d, extra

@@ -1,0 +1,354 @@
+"""Sample diversity and the failure-mode diagnosis, on known answers: real against real, a collapse
+to a few images, ring-2d's modes, a NaN run, a frozen run, a D that wins, and the online detector
+stopping runs in the harness and in a hand-written loop."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from gantrack import GantrackError
+from gantrack import contract as C
+from gantrack import diversity as V
+from gantrack.analysis import diagnose, load_runs
+from gantrack.analysis.runs import RunSet
+from gantrack.cli import main as cli
+from gantrack.data import image_dataset, ring_2d
+from gantrack.diagnosis import Detector, decide
+from gantrack.loop import LoopProbes
+
+
+@pytest.fixture(scope="module")
+def eights():
+    return image_dataset("mnist-eights")
+
+
+@pytest.fixture(scope="module")
+def split_reference(eights):
+    """Bins and balls from 4,851 eights; the other 1,000 are real samples the reference never saw."""
+    order = torch.randperm(len(eights), generator=torch.Generator().manual_seed(3))
+    fit, held = eights[order[:4851]], eights[order[4851:]]
+    return V.Reference.fit(fit, centres=V.fit_bins(V._flat(fit))), held
+
+
+# --- diversity ---------------------------------------------------------------------------------
+
+
+def test_real_against_real_eights_is_no_collapse(split_reference):
+    ref, held = split_reference
+    m = V.snapshot_metrics(held, ref)
+    assert m[C.DIV_NDB] <= 1 / 48  # Bonferroni-level test over the bins: at most one bin by chance
+    assert m[C.DIV_JS] < 0.05
+    assert abs(m[C.DIV_COVERAGE] - m[C.DIV_COVERAGE_CEILING]) < 0.08 and m[C.DIV_COVERAGE_CEILING] > 0.9
+    assert m[C.DIV_DUPLICATES] < 0.03  # the threshold is the 1 % quantile of real-vs-real distances
+    assert 0.8 < m[C.DIV_DENSITY] < 1.2
+
+
+def test_a_collapse_to_five_images_is_seen_by_every_measure(split_reference):
+    ref, held = split_reference
+    g = torch.Generator().manual_seed(0)
+    few = held[:5].repeat(200, 1, 1, 1) + 0.05 * torch.randn(1000, 1, 28, 28, generator=g)
+    m = V.snapshot_metrics(few.clamp(-1, 1), ref)
+    assert m[C.DIV_NDB] > 0.5 and m[C.DIV_JS] > 0.3
+    assert m[C.DIV_DUPLICATES] > 0.9 and m[C.DIV_COVERAGE] < 0.2 * m[C.DIV_COVERAGE_CEILING]
+
+
+def test_ndb_z_is_the_pooled_two_proportion_test_and_counts_the_bins_over_the_threshold(split_reference):
+    """Half the bins emptied: each bin's z equals statsmodels' pooled two-proportion z-test, the emptied
+    bins are the under-filled ones, and NDB counts exactly the bins with |z| above the threshold."""
+    from statsmodels.stats.proportion import proportions_ztest
+
+    ref, held = split_reference
+    labels = V.assign(V._flat(held), ref.centres)
+    keep = np.isin(labels, np.arange(len(ref.centres))[::2])
+    out = V.ndb(held[torch.from_numpy(keep)], ref)
+    n_s, counts = int(keep.sum()), np.bincount(labels[keep], minlength=len(ref.centres))
+    for b in range(len(ref.centres)):
+        z, _ = proportions_ztest([counts[b], round(ref.shares[b] * ref.n)], [n_s, ref.n])
+        assert out["z"][b] == pytest.approx(z, rel=1e-6, abs=1e-9), b
+    assert (out["z"][1::2] < 0).all() and (out["z"][::2] > 0).all()
+    assert out["ndb"] == pytest.approx((np.abs(out["z"]) > ref.z_threshold).mean()) and out["ndb"] > 0.3
+
+
+def test_bundled_bins_are_the_ones_make_bins_fits(eights):
+    """The shipped centres reproduce a fresh fit's bin shares (kmeans2 is deterministic at seed 0)."""
+    flat = V._flat(eights)
+    shipped = np.bincount(V.assign(flat, V.bundled_bins()), minlength=58)
+    fresh = np.bincount(V.assign(flat, V.fit_bins(flat, seed=0)), minlength=58)
+    np.testing.assert_array_equal(np.sort(shipped), np.sort(fresh))
+
+
+def test_ring_modes_and_quality_are_counted():
+    g = torch.Generator().manual_seed(1)
+    full = ring_2d(2500, g)
+    assert V.ring_modes(full) == (8, pytest.approx(0.99, abs=0.01))
+    three = full[(torch.atan2(full[:, 1], full[:, 0]) % (2 * math.pi)) < 2.5]  # the modes at 0, 45, 90, 135°
+    assert V.ring_modes(three)[0] == 4
+    off = full + torch.tensor([0.5, 0.0])
+    assert V.ring_modes(off)[1] < 0.2
+    ref = V.reference_for("ring-2d")
+    m = V.snapshot_metrics(full, ref)
+    assert m[C.DIV_MODES] == 8 and m[C.DIV_NDB] <= 0.02
+
+
+def test_bad_reference_data_is_one_clear_error():
+    with pytest.raises(GantrackError, match=r"expected \[-1, 1\]"):
+        V.Reference.fit(torch.rand(500, 1, 28, 28) * 255)
+    with pytest.raises(GantrackError, match="at least 60"):
+        V.Reference.fit(torch.rand(20, 1, 28, 28))
+    with pytest.raises(GantrackError, match="NaN"):
+        V.Reference.fit(torch.full((100, 2), float("nan")), kind="points")
+
+
+# --- the rules on series with known answers --------------------------------------------------------
+
+
+def _series(n=200, **curves):
+    steps = np.arange(1, n + 1)
+    rng = np.random.default_rng(0)
+    base = {
+        C.D_REAL: 0.65 + 0.05 * rng.standard_normal(n),
+        C.D_FAKE: 0.65 + 0.05 * rng.standard_normal(n),
+        C.G_LOSS: 1.2 + 0.2 * rng.standard_normal(n),
+        C.ACC_REAL: np.clip(0.75 + 0.1 * rng.standard_normal(n), 0, 1),
+        C.ACC_FAKE: np.clip(0.75 + 0.1 * rng.standard_normal(n), 0, 1),
+    }
+    base.update(curves)
+    return steps, base
+
+
+def _diverse_snapshots(steps):
+    s = steps[steps % 20 == 0]
+    return {
+        C.DIV_DUPLICATES: (s, np.full(len(s), 0.01)),
+        C.DIV_COVERAGE: (s, np.full(len(s), 0.9)),
+        C.DIV_COVERAGE_CEILING: (s, np.full(len(s), 0.97)),
+    }
+
+
+def test_a_healthy_run_is_stable_with_its_evidence():
+    steps, s = _series()
+    d = decide(steps, s, _diverse_snapshots(steps))
+    assert d.verdict == "stable" and not d.missing[1:]  # only grad/* may be missing
+    assert any("tutorial" in e for e in d.evidence)
+
+
+def test_a_nan_at_step_k_is_diverged_at_k():
+    steps, s = _series()
+    s[C.G_LOSS][119:] = np.nan
+    d = decide(steps, s, nonfinite=(120, [C.G_LOSS]))
+    assert (d.verdict, d.onset_step) == ("diverged", 120)
+    det = Detector("nsgan")
+    for i, k in enumerate(steps):
+        det.add(int(k), {key: float(v[i]) for key, v in s.items()})
+        if det.update() is not None:
+            break
+    assert det.decision.verdict == "diverged" and det.decision.onset_step == 120 and det.steps[-1] == 120
+
+
+def test_frozen_losses_are_stalled():
+    steps, s = _series()
+    for k in (C.D_REAL, C.D_FAKE, C.G_LOSS):
+        s[k][90:] = s[k][90]
+    d = decide(steps, s)
+    assert (d.verdict, d.onset_step) == ("stalled", 91)
+
+
+@pytest.mark.parametrize(
+    "g_level, subtype", [(12.0, "D wins, g rising"), (0.01, "d ≈ 0 and g ≈ 0: BatchNorm batch context")]
+)
+def test_d_winning_for_good_is_convergence_failure_with_its_onset_and_subtype(g_level, subtype):
+    steps, s = _series()
+    onset = 25
+    for k in (C.D_REAL, C.D_FAKE):
+        s[k][onset - 1 :] = 0.002
+    for k in (C.ACC_REAL, C.ACC_FAKE):
+        s[k][onset - 1 :] = 1.0
+    s[C.G_LOSS][onset - 1 :] = g_level
+    d = decide(steps, s)
+    assert (d.verdict, d.subtype, d.onset_step) == ("convergence-failure", subtype, onset)
+    if g_level < 1:
+        assert any("probe cells" in m for m in d.missing)  # the context factor would confirm it
+
+
+def test_accuracy_of_one_with_fakes_at_p_0_2_is_not_d_winning():
+    steps, s = _series(**{C.ACC_REAL: np.ones(200), C.ACC_FAKE: np.ones(200), C.D_FAKE: np.full(200, 0.22)})
+    assert decide(steps, s).verdict != "convergence-failure"
+
+
+def test_collapsed_snapshots_are_mode_collapse_from_the_first_collapsed_one():
+    steps, s = _series()
+    snaps = _diverse_snapshots(steps)
+    st, dup = snaps[C.DIV_DUPLICATES]
+    dup = dup.copy()
+    dup[st >= 120] = 0.95
+    cov = snaps[C.DIV_COVERAGE][1].copy()
+    cov[st >= 120] = 0.05
+    snaps[C.DIV_DUPLICATES], snaps[C.DIV_COVERAGE] = (st, dup), (st, cov)
+    d = decide(steps, s, snaps)
+    assert (d.verdict, d.onset_step, d.onset_resolution) == ("mode-collapse", 120, 20)
+
+
+def test_without_diversity_a_run_is_never_called_collapsed_and_says_what_is_missing():
+    steps, s = _series()
+    d = decide(steps, s)
+    assert d.verdict == "stable" and any("div/*" in m for m in d.missing)
+    s[C.ACC_FAKE][:] = 1.0  # the losses' mode-collapse signature: fake accuracy ≈ 100 %
+    d = decide(steps, s)
+    assert d.verdict == "undecided" and "mode-collapse signature" in d.subtype
+
+
+def test_too_short_and_partial_runs_are_undecided_with_the_reason():
+    steps, s = _series(n=30)
+    d = decide(steps, s)
+    assert d.verdict == "undecided" and "too short" in d.evidence[0]
+    steps, s = _series()
+    only = {C.D_LOSS: s[C.D_REAL], C.G_LOSS: s[C.G_LOSS]}  # a combined-batch log without accuracies
+    d = decide(steps, only)
+    assert d.verdict == "undecided" and any("acc/real" in m for m in d.missing)
+
+
+# --- stored runs, the CLI, and the online detector ------------------------------------------------
+
+
+def _d_wins_loop(probes, steps=120):
+    """D separates real (around +3) from G's fakes (around -3) at once: D wins for good within steps."""
+    torch.manual_seed(0)
+    D = probes.D
+    G = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt_d = torch.optim.Adam(D.parameters(), 1e-2)
+    bce = nn.BCEWithLogitsLoss()
+    done = 0
+    for _ in range(steps):
+        real = 3 + 0.1 * torch.randn(64, 2)
+        fake = G(torch.randn(64, 2)) - 3
+        s_real, s_fake = D(real), D(fake.detach())
+        loss = bce(s_real, torch.ones(64, 1)) + bce(s_fake, torch.zeros(64, 1))
+        probes.d_step(fake.detach(), s_fake, s_real)
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+        probes.g_step(fake, D(fake))
+        probes.end_step()
+        done += 1
+        if probes.should_stop:
+            break
+    return done
+
+
+def test_loop_probes_stop_on_convergence_failure_ends_the_run_cleanly(store):
+    D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    probes = LoopProbes(
+        D, order="d-first-same-batch", experiment="stop", tracking_uri=store, stop_on="convergence-failure"
+    )
+    with probes:
+        done = _d_wins_loop(probes, steps=300)
+    assert done < 300  # stopped early
+    run = MlflowClient(store).get_run(probes.run_id)
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and tags[C.TAG_DIAGNOSIS] == "convergence-failure"
+    assert tags[C.TAG_STOPPED] == f"convergence-failure at step {done}"
+    assert tags[C.TAG_NOTE].startswith("**Diagnosis: convergence-failure")
+    assert C.PER_SAMPLE_ARTIFACT in {a.path for a in MlflowClient(store).list_artifacts(probes.run_id, "probes")}
+    onset = run.data.metrics[C.DIAG_ONSET]
+    latency = done - onset
+    assert 0 < onset < done and latency <= 40  # decided within SUSTAIN (20) + EVERY (10) steps of the onset
+    table = diagnose(load_runs(run_ids=[probes.run_id], tracking_uri=store, progress=False))
+    assert table["verdict"].iloc[0] == "convergence-failure" and table["online"].iloc[0] == "convergence-failure"
+
+
+def test_loop_probes_reference_checks_before_any_run_and_logs_diversity(store):
+    G = nn.Sequential(nn.Linear(3, 2))
+    D = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
+    with pytest.raises(GantrackError, match="values each"):
+        LoopProbes(D, G=G, latent=3, reference=torch.randn(500, 5), experiment="ref", tracking_uri=store).start()
+    with pytest.raises(GantrackError, match="need G and latent"):
+        LoopProbes(D, reference=torch.randn(500, 2), tracking_uri=store)
+    with pytest.raises(GantrackError, match="unknown mode 'collapse'"):
+        LoopProbes(D, stop_on="collapse", tracking_uri=store)
+    assert not MlflowClient(store).search_experiments(filter_string="name = 'ref'") or not MlflowClient(
+        store
+    ).search_runs([MlflowClient(store).get_experiment_by_name("ref").experiment_id])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(640, 2)), batch_size=64)
+    probes = LoopProbes(
+        D,
+        order="d-first-same-batch",
+        G=G,
+        latent=3,
+        reference=loader,
+        diversity_every=10,
+        experiment="ref",
+        tracking_uri=store,
+    )
+    with probes:
+        for _ in range(30):
+            fake = G(torch.randn(64, 3))
+            probes.d_step(fake.detach(), D(fake.detach()), D(torch.randn(64, 2)))
+            probes.g_step(fake, D(fake))
+            probes.end_step()
+    hist = MlflowClient(store).get_metric_history(probes.run_id, C.DIV_COVERAGE)
+    assert sorted(m.step for m in hist) == [10, 20, 30]
+
+
+def test_harness_stop_on_ends_a_combined_batch_run_cleanly_with_its_diagnosis(store):
+    """The chapter's combined-batch failure at narrow width: D wins from about step 20 (docs/diagnosis.md),
+    so the online detector must stop the run well before its 200 steps, with weights, samples and the
+    per-sample probes saved and the verdict in the tag and the description."""
+    from gantrack import preset, train
+
+    cfg = preset("convergence-failure").replace(
+        width=0.125, d_width=0.5, steps=200, stop_on="convergence-failure,diverged", experiment="stop", threads=1
+    )
+    run_id = train(cfg, tracking_uri=store, quiet=True)
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and tags[C.TAG_DIAGNOSIS] == "convergence-failure"
+    assert tags[C.TAG_NOTE].startswith("**Diagnosis: convergence-failure (d ≈ 0 and g ≈ 0: BatchNorm batch context)")
+    step = int(tags[C.TAG_STOPPED].rsplit(" ", 1)[1])
+    assert tags[C.TAG_STOPPED].startswith("convergence-failure at step") and step < 100
+    assert max(m.step for m in client.get_metric_history(run_id, C.G_LOSS)) == step
+    onset = run.data.metrics[C.DIAG_ONSET]
+    assert 10 <= onset <= 40 and step - onset <= 40  # latency: SUSTAIN (20) steps to be sure, then <= EVERY
+    saved = {a.path for folder in ("weights", "samples", "probes") for a in client.list_artifacts(run_id, folder)}
+    assert {"weights/generator.pt", C.PER_SAMPLE_ARTIFACT} <= saved and any(p.startswith("samples/") for p in saved)
+    assert any(a.path.startswith("images") for a in client.list_artifacts(run_id))  # mlflow.log_image
+
+
+def test_cli_diagnose_prints_the_table_and_json(store, capsys):
+    D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    probes = LoopProbes(D, order="d-first-same-batch", experiment="cli-diag", tracking_uri=store)
+    with probes:
+        _d_wins_loop(probes, steps=80)
+    assert cli(["diagnose", "--experiment", "cli-diag", "--tracking-uri", store, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "convergence-failure (D wins" in out and "since step" in out and "evidence:" in out
+    assert cli(["diagnose", "--experiment", "cli-diag", "--tracking-uri", store, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["verdict"] == "convergence-failure" and rows[0]["run_id"] == probes.run_id
+
+
+def test_cli_stop_on_unknown_mode_is_one_line_exit_2(store, capsys):
+    assert cli(["train", "--preset", "dirac", "--stop-on", "collapse", "--tracking-uri", store]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown mode 'collapse'" in err[0]
+
+
+def test_a_corrupt_series_is_one_line_in_its_row_and_the_other_runs_go_on():
+    steps, s = _series()
+    good = pd.DataFrame(
+        [("good", k, int(t), 0, float(v)) for k, vals in s.items() for t, v in zip(steps, vals)],
+        columns=["run_id", "key", "step", "timestamp", "value"],
+    )
+    bad = pd.DataFrame({"run_id": "bad", "key": C.G_LOSS, "step": [1, 2], "timestamp": 0, "value": ["x", "y"]})
+    metrics = pd.concat([good, bad], ignore_index=True)
+    runs = pd.DataFrame({"run_id": ["good", "bad", "empty"], "name": ["g", "b", "e"], "status": "FINISHED"})
+    table = diagnose(RunSet(runs=runs, metrics=metrics), period=False).set_index("run_id")
+    assert table.loc["good", "verdict"] == "stable"
+    assert table.loc["bad", "verdict"] == "undecided" and "cannot read" in table.loc["bad", "evidence"]
+    assert "no metrics" in table.loc["empty", "evidence"]
