@@ -134,7 +134,9 @@ def decide(
     # 1. diverged
     if nonfinite is not None:
         step, which = nonfinite
-        return Diagnosis("diverged", "non-finite loss", int(step), 1, [f"{', '.join(which)} not finite at step {step}"])
+        return Diagnosis(
+            "diverged", "a NaN or infinite loss", int(step), 1, [f"{', '.join(which)} NaN or infinite at step {step}"]
+        )
     for k in (C.GRAD_D, C.GRAD_G):
         if k in series and len(steps) >= 5 * SUSTAIN_GRAD:
             v = series[k]
@@ -228,19 +230,17 @@ def decide(
     late = late[np.isfinite(late)]
     losing, winning = float((late < ACC_LOSING).mean()), float((late > ACC_WIN).mean())
     if losing >= SWING and winning >= SWING:
-        ev = evidence + [
+        ev = [  # the deciding evidence first, then the diversity it rests on
             f"second half: D accuracy < {ACC_LOSING:.0%} on {losing:.0%} and > {ACC_WIN:.0%} on {winning:.0%} of steps "
             f"(rule: both ≥ {SWING:.0%})"
-        ]
+        ] + evidence
         if collapse is None:  # "without loss of diversity" cannot be shown
             return Diagnosis("undecided", "oscillating losses, diversity unknown", evidence=ev, missing=missing)
         return Diagnosis("oscillating", "D's accuracy swings", evidence=ev, missing=missing)
     m = float(late.mean())
     lo, hi = ACC_STABLE
-    ev = evidence + [
-        f"second-half mean D accuracy {m:.2f} (stable: in [{lo}, {hi}], margins {m - lo:+.2f}, {hi - m:+.2f})"
-    ]
-    ev += _tutorial_levels(series, acc)
+    ev = [f"second-half mean D accuracy {m:.2f} (stable: in [{lo}, {hi}], margins {m - lo:+.2f}, {hi - m:+.2f})"]
+    ev += evidence + _tutorial_levels(series, acc)
     if lo <= m <= hi:
         fake_acc = series.get(C.ACC_FAKE)
         if collapse is None and fake_acc is not None and _mean(_late(fake_acc)) >= 0.95:
@@ -374,6 +374,16 @@ def _tutorial_levels(series, acc) -> list[str]:
     lo, hi = TUTORIAL_STABLE["acc"]
     out.append(f"second-half mean accuracy {100 * _mean(_late(acc)):.0f} % (tutorial: {100 * lo:.0f}-{100 * hi:.0f} %)")
     return out
+
+
+DESCRIPTION_MARK = "**Diagnosis: "
+
+
+def describe(d: Diagnosis, note: str) -> str:
+    """A run's MLflow description with the verdict first (an earlier verdict line is replaced)."""
+    if note.startswith(DESCRIPTION_MARK):
+        note = note.split(".** ", 1)[1] if ".** " in note else ""
+    return f"{DESCRIPTION_MARK}{d.line()}.** {note}"
 
 
 class Detector:

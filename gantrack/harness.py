@@ -34,11 +34,12 @@ from . import __version__, checkpoint, data, diversity, figures, models, stepsta
 from . import contract as C
 from .config import PRESETS, Config, validate
 from .device import autocast, resolve_device
+from .diagnosis import describe
 from .errors import GantrackError, TrainingDiverged
 from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
 from .samples import SampleGrid
-from .stepstats import RunMonitor, as_floats, bn_stats_frozen, describe, nonfinite_losses, step_metrics
+from .stepstats import RunMonitor, as_floats, bn_stats_frozen, nonfinite_losses, step_metrics
 from .tracked_run import TrackedRun
 from .tracking import open_store
 

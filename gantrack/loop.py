@@ -73,6 +73,7 @@ from torch import nn
 
 from . import __version__
 from . import contract as C
+from .diagnosis import describe
 from .diversity import user_reference
 from .errors import GantrackError
 from .losses import family
@@ -83,7 +84,6 @@ from .stepstats import (
     as_floats,
     bn_stats_frozen,
     decision_metrics,
-    describe,
     nonfinite_losses,
     step_metrics,
 )

@@ -162,8 +162,3 @@ def decision_metrics(d: Diagnosis) -> dict[str, float]:
     if d.onset_step is not None:
         m[C.DIAG_ONSET] = float(d.onset_step)
     return m
-
-
-def describe(d: Diagnosis, note: str) -> str:
-    """The run's MLflow description with the verdict first."""
-    return f"**Diagnosis: {d.line()}.** {note}"

@@ -110,6 +110,13 @@ def running(uri: str | None = None, port: int = 5000, timeout: float = 90.0):
         stop(proc)
 
 
+def runs_url(base: str, experiment_id: str) -> str:
+    """An experiment's runs table in the **Model training** view. MLflow 3.x opens a fresh browser in its
+    GenAI view (Traces, Judges, Prompts, "Evaluation runs"); ``workflowType=machine_learning`` selects
+    the training runs table and its metric charts."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def serve(uri: str | None = None, port: int = 5000, experiment: str | None = None) -> int:
     """Run the UI until Ctrl-C, SIGTERM or SIGHUP, printing where to look.
 
@@ -123,7 +130,7 @@ def serve(uri: str | None = None, port: int = 5000, experiment: str | None = Non
                 if experiment:
                     exp = tracking.client(tracking.resolve_tracking_uri(uri)).get_experiment_by_name(experiment)
                     if exp is not None:
-                        where = f"{url}/#/experiments/{exp.experiment_id}/runs"
+                        where = runs_url(url, exp.experiment_id)
                 print(f"MLflow UI: {where}   (Ctrl-C to stop)", flush=True)
                 code = proc.wait()
                 warn("mlflow server exited with status %s: %s", code, _last_line(proc.gantrack_log))

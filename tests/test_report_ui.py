@@ -127,10 +127,14 @@ def test_gantrack_ui_shows_runs_and_gantrack_metrics(experiment):
         assert line.startswith("MLflow UI: http://127.0.0.1:"), line
         url = line.split()[2]
         exp_id = MlflowClient(uri).get_experiment_by_name("rep").experiment_id
-        assert url == f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs"
+        assert url == f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
         dom = dump_dom(url)
         names = {MlflowClient(uri).get_run(r).info.run_name for r in ids}
         assert all(n in dom for n in names), dom[:300]
+        text = re.sub(r"<[^>]+>", " ", dom)
+        # the Model training view, not the GenAI one a fresh browser gets without the parameter
+        assert "Judges" not in text and "Evaluation runs" not in text, text[:500]
+        assert "Judges" in re.sub(r"<[^>]+>", " ", dump_dom(url.split("?")[0]))  # the check can fail
         page = dump_dom(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{ids[0]}")
         for key in ("loss/g", "loss/d_fake", "explain/ratio", "osc/loss/g"):
             assert key in page, key

@@ -98,6 +98,42 @@ def law_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def diagnosis_table(diagnosis: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the verdict, since when, the first evidence, and what is missing to decide more."""
+    rows = []
+    for _, r in diagnosis.iterrows():
+        evidence = [e for e in str(r["evidence"]).split("; ") if e]
+        onset = "" if pd.isna(r["onset_step"]) else str(int(r["onset_step"]))
+        if onset and pd.notna(r["onset_resolution"]) and int(r["onset_resolution"]) > 1:
+            onset += f" (± {int(r['onset_resolution'])})"
+        period = "" if pd.isna(r["period_g"]) else f"{r['period_g']:.1f} (p {r['peak_p']:.3f})"
+        rows.append(
+            {
+                "run": r.get("label") if isinstance(r.get("label"), str) else str(r["run_id"])[:8],
+                "name": r["run_name"],
+                "verdict": f"**{r['verdict']}**" + (f" ({r['subtype']})" if r["subtype"] else ""),
+                "since step": onset,
+                "evidence": evidence[0] if evidence else "",
+                "g period [steps]": period,
+                "missing": str(r["missing"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def verdict_blocks(row) -> list:
+    """A run's section opens with its verdict and every piece of evidence."""
+    if row is None:
+        return []
+    onset = "" if pd.isna(row["onset_step"]) else f" since step {int(row['onset_step'])}"
+    sub = f" ({row['subtype']})" if row["subtype"] else ""
+    lines = [f"**Diagnosis: {row['verdict']}{sub}{onset}.**"]
+    lines += [f"- {e}" for e in str(row["evidence"]).split("; ") if e]
+    if row["missing"]:
+        lines.append(f"- missing to decide more: {row['missing']}")
+    return [Text(lines)]
+
+
 def runs_table(summary: pd.DataFrame, osc: pd.DataFrame) -> pd.DataFrame:
     """One row per run: the ratio, its factors, the operating point and the curves' oscillation."""
     osc = osc.assign(period_shown=np.where(osc["peak_p"] < 0.05, osc["dominant_period"], np.nan))

@@ -94,6 +94,23 @@ def _note(r) -> str:
     )
 
 
+def _publish_diagnosis(mlclient, diagnosis) -> None:
+    """Each run's verdict as the tag ``gantrack.diagnosis`` (the runs table filters on it) and at the
+    start of its description. A verdict its own detector already wrote is rewritten only if it changed."""
+    from ..diagnosis import Diagnosis, describe
+
+    if diagnosis is None:
+        return
+    for _, r in diagnosis.iterrows():
+        rid = str(r["run_id"])
+        tags = retry(mlclient.get_run, rid).data.tags
+        d = Diagnosis(r["verdict"], r["subtype"], None if pd.isna(r["onset_step"]) else int(r["onset_step"]))
+        note = describe(d, tags.get(C.TAG_NOTE, ""))
+        if tags.get(C.TAG_DIAGNOSIS) != d.verdict or tags.get(C.TAG_NOTE) != note:
+            retry(mlclient.set_tag, rid, C.TAG_DIAGNOSIS, d.verdict)
+            retry(mlclient.set_tag, rid, C.TAG_NOTE, note)
+
+
 def publish_report(analysis, tracking_uri: str, run_pngs: dict, out: Path) -> str:
     """``explain/*`` and ``osc/*`` metrics, a figure and a description line on each run of ``analysis``
     in the store at ``tracking_uri`` (the one its runs came from); the report as a run. Returns its id."""
@@ -118,6 +135,7 @@ def publish_report(analysis, tracking_uri: str, run_pngs: dict, out: Path) -> st
             retry(mlclient.log_artifact, rid, str(run_pngs[rid]), "gantrack_analysis")
         note = retry(mlclient.get_run, rid).data.tags.get(C.TAG_NOTE, "").split(NOTE_MARK)[0]
         retry(mlclient.set_tag, rid, C.TAG_NOTE, note + _note(r))
+    _publish_diagnosis(mlclient, analysis.diagnosis)
     for rid in summary.loc[summary["reason"].str.startswith("not finished"), "run_id"]:
         stored = retry(mlclient.get_run, str(rid))  # the next gantrack command that sees an orphan closes it
         if why := orphan_reason(stored):

@@ -67,6 +67,7 @@ class Analysis:
     oscillation: pd.DataFrame  # one row per (run_id, key) of loss/d_real, loss/d_fake, loss/g
     runs: dict[str, RunResult] = field(default_factory=dict)  # by run id, runs that could be explained
     findings: list[str] = field(default_factory=list)
+    diagnosis: pd.DataFrame | None = None  # one row per run (failure_modes.diagnose)
 
 
 @dataclass
@@ -148,7 +149,10 @@ def analyse(runset: RunSet, experiment: str = "", progress: bool = False, **opti
     summary = meta[cols].merge(pd.concat(summaries, ignore_index=True), on="run_id", how="right")
     summary["reason"] = summary["reason"].fillna("")
     factors = pd.concat(factors, ignore_index=True) if factors else pd.DataFrame(columns=[*FACTOR_COLUMNS, "label"])
-    return Analysis(experiment, opt, rs, summary, factors, osc, results, answer(summary))
+    from .failure_modes import diagnose
+
+    diagnosis = diagnose(rs).merge(meta[["run_id", "label"]], on="run_id", how="left")
+    return Analysis(experiment, opt, rs, summary, factors, osc, results, answer(summary), diagnosis)
 
 
 def _margins(wide: pd.DataFrame, opt: Options) -> dict[str, float]:
@@ -278,6 +282,10 @@ def _sections(a: Analysis, cross: dict, run_pngs: dict, extra: list) -> list[D.S
     for title, body in extra:
         blocks = [D.Table(body)] if isinstance(body, pd.DataFrame) else D.markdown_section(body)
         sections.append(D.Section(title, blocks))
+    if a.diagnosis is not None and len(a.diagnosis):
+        sections.append(
+            D.Section("Diagnosis: which failure mode each run is in", [D.Table(D.diagnosis_table(a.diagnosis))])
+        )
     law = D.law_table(a.summary)
     if len(law):
         sections.append(D.Section("The law against the measurements", [D.Table(law)]))
@@ -285,17 +293,24 @@ def _sections(a: Analysis, cross: dict, run_pngs: dict, extra: list) -> list[D.S
     across += [_image(cross, name, name) for name in cross if name != "answer.png"]
     sections.append(D.Section("Across runs", across))
     details = []
+    verdicts = {} if a.diagnosis is None else {r["run_id"]: r for _, r in a.diagnosis.iterrows()}
     for rid, path in run_pngs.items():
         r = a.summary[a.summary["run_id"] == rid].iloc[0]
         f = a.factors[a.factors["run_id"] == rid]
         details.append(
             D.Details(
                 f"{r['label']} `{rid}`",
-                [D.Image(path.read_bytes(), f"figures/{path.name}", f"run {rid}"), D.Table(D.factors_table(f))],
+                D.verdict_blocks(verdicts.get(rid))
+                + [D.Image(path.read_bytes(), f"figures/{path.name}", f"run {rid}"), D.Table(D.factors_table(f))],
             )
         )
     for _, r in a.summary[a.summary["reason"] != ""].iterrows():
-        details.append(D.Details(f"{r['label']} `{r['run_id']}`", [D.Text([f"Not explained: {r['reason']}."])]))
+        details.append(
+            D.Details(
+                f"{r['label']} `{r['run_id']}`",
+                D.verdict_blocks(verdicts.get(r["run_id"])) + [D.Text([f"Not explained: {r['reason']}."])],
+            )
+        )
     sections.append(D.Section("Runs", details))
     return sections
 

@@ -1,0 +1,135 @@
+"""Validate ``gantrack.analysis.diagnose`` on a labelled set of runs that set no threshold.
+
+The thresholds in ``gantrack.diagnosis`` were set from the real-vs-real null values and from chapter-10
+runs with seeds 11 and 12 (docs/diagnosis.md); this set uses other seeds and other settings:
+
+- chapter 10's four scenarios at two widths (G 16/D 32 and G 32/D 32 channels), both ``arch`` variants
+  (bn, nobn), seeds 1, 2, 3 — labelled with the preset's intended mode;
+- the stable setup under the five loss families (seed 1) — labelled stable;
+- ring-2d: the non-saturating GAN of the preset (known to hop between modes: labelled mode-collapse) and
+  the same players under WGAN-GP (labelled stable), seeds 1, 2;
+- the examples: the own-loop DCGAN, the Lightning module, the WGAN-GP ring loop — labelled stable.
+
+Prints the confusion matrix (intended × diagnosed), the onset errors against the book's (steps 2-3 for
+the Adam defaults, 20-30 for the combined batch) and every disagreement with its evidence, as Markdown.
+
+    python analysis/diagnosis_validation.py --tracking-uri sqlite:///validation.db [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from gantrack import contract as C
+from gantrack.analysis import diagnose, load_runs
+from gantrack.config import preset
+from gantrack.sweep import run_configs
+
+EXPERIMENT = "diagnosis-validation"
+INTENDED = {
+    "stable": "stable",
+    "mode-collapse": "mode-collapse",
+    "convergence-failure": "convergence-failure",
+    "convergence-failure-adam": "convergence-failure",
+}
+BOOK_ONSET = {"convergence-failure": (20, 30), "convergence-failure-adam": (2, 3)}
+WIDTHS = {"G16/D32": dict(width=0.125, d_width=0.5), "G32/D32": dict(width=0.25, d_width=0.5)}
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def configs():
+    out = []
+    for w in WIDTHS.values():
+        for arch in ("bn", "nobn"):
+            for scenario in INTENDED:
+                for seed in (1, 2, 3):
+                    out.append(
+                        preset(scenario).replace(experiment=EXPERIMENT, seed=seed, arch=arch, sample_every=150, **w)
+                    )
+    for loss in C.LOSS_FAMILIES:
+        out.append(
+            preset("stable").replace(experiment=EXPERIMENT, loss=loss, sample_every=150, **WIDTHS["G16/D32"])
+        )
+    for seed in (1, 2):
+        ring = preset("ring-2d").replace(experiment=EXPERIMENT, seed=seed, steps=3000)
+        out += [ring, ring.replace(loss="wgan-gp", n_critic=5)]
+    return out
+
+
+def label(run) -> str:
+    scenario = run.get(f"tags.{C.TAG_SCENARIO}")
+    if scenario == "ring-2d":
+        return "stable" if run.get(f"tags.{C.TAG_LOSS}") == "wgan-gp" else "mode-collapse"
+    return INTENDED.get(scenario, "stable")
+
+
+def examples(uri: str) -> None:
+    for name, argv in (
+        ("dcgan_own_loop", ["--steps", "450"]),
+        ("lightning_gan", ["--steps", "300"]),
+        ("wgan_gp_ring", ["--steps", "300"]),
+    ):
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.main(argv + ["--tracking-uri", uri, "--experiment", EXPERIMENT])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tracking-uri", default="sqlite:///validation.db")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-examples", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    cfgs = [c.replace(threads=1) for c in configs()]
+    run_configs(cfgs, args.tracking_uri, workers=args.workers)
+    rs = load_runs(EXPERIMENT, tracking_uri=args.tracking_uri, progress=False)
+    if not args.skip_examples and not (rs.runs.get(f"tags.{C.TAG_KIND}", pd.Series(dtype=str)) == "user-loop").any():
+        examples(args.tracking_uri)
+        rs = load_runs(EXPERIMENT, tracking_uri=args.tracking_uri, progress=False)
+    table = diagnose(rs)
+    runs = rs.runs.set_index("run_id")
+    table["intended"] = [label(runs.loc[r]) for r in table["run_id"]]
+    table["setting"] = [
+        " ".join(
+            str(runs.loc[r].get(f"params.{k}", ""))
+            for k in ("scenario", "loss", "arch", "width", "d_width", "seed")
+            if isinstance(runs.loc[r].get(f"params.{k}"), str)
+        )
+        or str(runs.loc[r].get("name"))
+        for r in table["run_id"]
+    ]
+    correct = table["verdict"] == table["intended"]
+    print(f"## Validation: {correct.sum()} of {len(table)} runs correct ({100 * correct.mean():.0f} %)\n")
+    cm = pd.crosstab(table["intended"], table["verdict"])
+    print("| intended \\ diagnosed | " + " | ".join(cm.columns) + " |")
+    print("|---|" + "---|" * len(cm.columns))
+    for idx, row in cm.iterrows():
+        print(f"| {idx} | " + " | ".join(str(v) for v in row) + " |")
+    falsely = table[(table["verdict"] == "mode-collapse") & (table["intended"] != "mode-collapse")]
+    print(f"\nRuns with diverse samples called mode-collapse: {len(falsely)}\n")
+    print("### Onsets of the convergence failures against the book's\n")
+    print("| setting | onset (step) | book | error (steps) |")
+    print("|---|---|---|---|")
+    for _, r in table.iterrows():
+        scenario = runs.loc[r["run_id"]].get(f"tags.{C.TAG_SCENARIO}")
+        if scenario in BOOK_ONSET and r["verdict"] == "convergence-failure":
+            lo, hi = BOOK_ONSET[scenario]
+            onset = int(r["onset_step"])
+            err = 0 if lo <= onset <= hi else (onset - hi if onset > hi else onset - lo)
+            print(f"| {r['setting']} | {onset} | {lo}-{hi} | {err:+d} |")
+    print("\n### Every disagreement, with its evidence\n")
+    for _, r in table[~correct].iterrows():
+        print(f"- **{r['setting']}** (`{r['run_id'][:8]}`): intended {r['intended']}, diagnosed **{r['verdict']}**")
+        sub = f" ({r['subtype']})" if r["subtype"] else ""
+        print(f"  {sub.strip()} evidence: {r['evidence'] or '—'}; missing: {r['missing'] or '—'}")
+
+
+if __name__ == "__main__":
+    main()
