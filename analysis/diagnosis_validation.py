@@ -52,9 +52,7 @@ def configs():
                         preset(scenario).replace(experiment=EXPERIMENT, seed=seed, arch=arch, sample_every=150, **w)
                     )
     for loss in C.LOSS_FAMILIES:
-        out.append(
-            preset("stable").replace(experiment=EXPERIMENT, loss=loss, sample_every=150, **WIDTHS["G16/D32"])
-        )
+        out.append(preset("stable").replace(experiment=EXPERIMENT, loss=loss, sample_every=150, **WIDTHS["G16/D32"]))
     for seed in (1, 2):
         ring = preset("ring-2d").replace(experiment=EXPERIMENT, seed=seed, steps=3000)
         out += [ring, ring.replace(loss="wgan-gp", n_critic=5)]

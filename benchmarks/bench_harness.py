@@ -2,7 +2,9 @@
 
 ``gantrack.train`` trains the chapter-10 DCGAN at the quick width with the config's defaults
 (flush_every 100, sample_every 100), probes off, probes on, and probes with the per-sample capture
-(every probe cell's per-sample scores kept, written as one artifact at the end); bare steps (plain PyTorch: the same
+(every probe cell's per-sample scores kept, written as one artifact at the end), and all that with
+the diversity snapshots (1,000 of G's samples against the data once per epoch) and the online
+failure-mode detector (the first three with ``diversity_every=-1``); bare steps (plain PyTorch: the same
 three updates, nothing computed or logged beyond them) run *inside* that training loop, between
 its steps, in rounds of a bare block, 16 harness steps, a bare block. Why so:
 
@@ -279,9 +281,11 @@ def main() -> None:
     base = apply_overrides(Config(width=args.width, steps=args.steps, experiment="bench"), parse_set(args.set))
     harness(base.replace(steps=5), folder)  # create the store and warm up imports outside the timings
     variants = {
-        "harness": base.replace(probes=False),
-        "probes": base.replace(probes=True, per_sample_probes=False),
-        "probes+ps": base.replace(probes=True, per_sample_probes=True),
+        "harness": base.replace(probes=False, diversity_every=-1),
+        "probes": base.replace(probes=True, per_sample_probes=False, diversity_every=-1),
+        "probes+ps": base.replace(probes=True, per_sample_probes=True, diversity_every=-1),
+        # + diversity snapshots of 1,000 samples once per epoch (45 steps) and the online detector
+        "all+div": base.replace(probes=True, per_sample_probes=True, diversity_every=0),
     }
     rounds: dict[str, list[dict]] = {k: [] for k in variants}
     for r in range(args.runs):
@@ -302,13 +306,19 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}; overhead of a harness step over a bare step, "
         "all rounds pooled (95 % bootstrap interval over rounds):"
     )
-    for name, target in (("harness", 3.0), ("probes", 15.0), ("probes+ps", 15.0)):
+    for name, target in (("harness", 3.0), ("probes", 15.0), ("probes+ps", 15.0), ("all+div", 18.0)):
         line = []
         for clock in ("wall", "cpu"):
             est, lo, hi = round_overheads(rounds[name], clock)
             line.append(f"{clock} {est:+5.1f} % [{lo:+.1f}, {hi:+.1f}]")
         verdict = "met" if round_overheads(rounds[name])[2] <= target else "NOT shown"
         print(f"  {name:9s} {'   '.join(line)}   target <= {target:.0f} %: {verdict}")
+    est_d, lo_d, hi_d = round_overheads(rounds["all+div"])
+    est_p = round_overheads(rounds["probes+ps"])[0]
+    print(
+        f"  diversity snapshots + detector: {est_d - est_p:+.1f} % of a bare step's time over probes+ps "
+        f"(all+div {est_d:+.1f} % [{lo_d:+.1f}, {hi_d:+.1f}] minus probes+ps {est_p:+.1f} %; goal <= 3 %)"
+    )
     for name in variants:
         one_off = sorted(r["one_off"] for r in rounds[name] if "one_off" in r)
         print(

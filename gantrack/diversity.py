@@ -25,6 +25,10 @@ for images, coordinates for the 2-D toy) and each with its real-vs-real value, s
   The threshold is in the data's units: smooth (blurred) but varied samples have closer neighbours too
   (a 3×3 box blur of real eights gives 0.75), which is why the diagnosis reads duplicates together with
   coverage (0.99 for the blurred eights) and never alone.
+- ``div/batch_bins``, every step: the effective number of bins (exp of the entropy of the bin shares)
+  that G's training batch occupies — cheap (one distance matrix to the K centres), so it resolves G
+  cycling through a few kinds of sample at the tutorial's 25-step period, which once-per-epoch snapshots
+  cannot; ``Reference.batch_bins_null(n)`` is the value for real batches of the same size.
 - ``div/modes`` and ``div/quality`` for ``ring-2d``: modes with at least 0.8 % of the samples within
   3 σ of their centre (PacGAN's "20 of 2,500"), and the share of samples within 3 σ of any mode (the
   Unrolled-GAN, VEEGAN and PacGAN measures).
@@ -146,6 +150,16 @@ class Reference:
             duplicates_null=float((dup_d < threshold).mean()),
         )
 
+    def batch_bins_null(self, n: int) -> float:
+        """Mean effective bins of random real batches of ``n`` (the balls and held-out samples: 20 draws)."""
+        cache = self.__dict__.setdefault("_batch_null", {})
+        if n not in cache:
+            g = torch.Generator().manual_seed(n)
+            pool = torch.from_numpy(self.balls)
+            draws = [effective_bins(pool[torch.randperm(len(pool), generator=g)[:n]], self.centres) for _ in range(20)]
+            cache[n] = float(np.mean(draws))
+        return cache[n]
+
     def check(self, samples) -> torch.Tensor:
         """``samples`` flattened, or one clear error when they cannot be compared with this reference."""
         flat = _flat(samples)
@@ -217,6 +231,13 @@ def ndb(samples, ref: Reference, z_threshold: float | None = None) -> dict[str, 
     z = np.divide(p_s - p_r, se, out=np.zeros(k), where=se > 0)
     threshold = ref.z_threshold if z_threshold is None else z_threshold
     return {"ndb": float((np.abs(z) > threshold).mean()), "js": js_divergence(p_s, p_r), "z": z, "shares": p_s}
+
+
+def effective_bins(samples, centres: np.ndarray) -> float:
+    """exp(entropy) of the samples' bin shares: K when they spread evenly, 1 when all share one bin."""
+    counts = np.bincount(assign(_flat(samples), centres), minlength=len(centres))
+    p = counts[counts > 0] / counts.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:

@@ -75,6 +75,7 @@ class GAN:
     d_before: nn.Module | None = None  # copy of D as it computed d_fake (probes only)
     cells: dict[str, torch.Tensor] | None = None  # last step's per-sample raw D scores per probe cell
     per_sample_state: dict | None = None  # per-sample probes restored from a checkpoint
+    x_gen: torch.Tensor | None = None  # G's batch of the last generator update (div/batch_bins)
 
     # Random numbers come from the CPU stream and move to the device: same seed, same inputs everywhere.
     def sample_real(self, n: int) -> torch.Tensor:
@@ -239,6 +240,7 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
     d = d_phase(gan, m)
     g = g_phase(gan, m)
     gan.cells = probe_cells(gan, d, g) if gan.d_before is not None else None
+    gan.x_gen = g["x_gen"]
     m.update(step_metrics(gan.fam, d["score_fake"], g["score_gen"], d["score_real"], gan.cells))
     if gan.cfg.grad_norms:
         m[C.WEIGHTS_D] = torch.nn.utils.get_total_norm(list(gan.D.parameters()))
@@ -445,7 +447,7 @@ def _loop(
                 _log_samples(run, gan, samples, step, tmpdir)
             if not quiet and (step % 10 == 0 or step == steps):
                 bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in (C.D_REAL, C.D_FAKE, C.G_LOSS)}, refresh=False)
-            extra, decided = monitor.after_step(step, metrics)
+            extra, decided = monitor.after_step(step, metrics, gan.x_gen)
             if extra:
                 run.log(step, extra.items())
             if decided is not None:

@@ -35,11 +35,13 @@ except ImportError:  # one line that names the extra, not a traceback into Light
 
 
 class GantrackCallback(pl.Callback):
-    """``discriminator``: the attribute of your LightningModule that holds D; other keyword
-    arguments go to ``LoopProbes`` (loss, order, outputs, g_context, experiment, tracking_uri, ...)."""
+    """``discriminator``: the attribute of your LightningModule that holds D; ``generator``: the one that
+    holds G, for diversity snapshots (with ``latent=`` and ``reference=``); other keyword arguments go to
+    ``LoopProbes`` (loss, order, outputs, g_context, experiment, tracking_uri, stop_on, ...). With
+    ``stop_on``, a diagnosed failure mode sets ``trainer.should_stop``: Lightning ends the fit there."""
 
-    def __init__(self, discriminator: str = "discriminator", **probe_options):
-        self.attribute = discriminator
+    def __init__(self, discriminator: str = "discriminator", generator: str | None = None, **probe_options):
+        self.attribute, self.generator = discriminator, generator
         self.options = probe_options
         self.probes: LoopProbes | None = None
 
@@ -48,12 +50,20 @@ class GantrackCallback(pl.Callback):
         if D is None:
             raise GantrackError(f"GantrackCallback: the module has no attribute {self.attribute!r} (its discriminator)")
         params = {k: v for k, v in dict(getattr(pl_module, "hparams", {}) or {}).items()}
-        self.probes = LoopProbes(D, params=params, **self.options)
+        options = dict(self.options)
+        if self.generator is not None:
+            G = getattr(pl_module, self.generator, None)
+            if G is None:
+                raise GantrackError(f"GantrackCallback: the module has no attribute {self.generator!r} (its generator)")
+            options["G"] = G
+        self.probes = LoopProbes(D, params=params, **options)
         self.probes.start()
         pl_module.gantrack = self.probes
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.probes.end_step()  # its own step count: Lightning's global_step counts optimiser steps
+        if self.probes.should_stop:
+            trainer.should_stop = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.probes is not None and self.probes.run_id and not self.probes.closed:

@@ -390,7 +390,7 @@ class LoopProbes:
             self._recorder.add(self.step, cells)
         if self.monitor.reference is not None and not self.monitor.every:  # once per pass over the reference
             self.monitor.every = self.diversity_every or max(1, self.monitor.reference.n // len(d["fake"]))
-        extra, decided = self.monitor.after_step(self.step, metrics)
+        extra, decided = self.monitor.after_step(self.step, metrics, g["fake"])
         if extra:
             self.run.log(self.step, extra.items())
         if decided is not None:

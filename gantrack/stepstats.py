@@ -136,16 +136,25 @@ class RunMonitor:
         self.stop_on = parse_stop_on(stop_on)
         self.detector = Detector(loss)
         self.stop_reason: str | None = None
+        self._null_logged = False
 
-    def after_step(self, step: int, metrics: dict[str, float]) -> tuple[dict[str, float], Diagnosis | None]:
-        from .diversity import snapshot_metrics
+    def after_step(
+        self, step: int, metrics: dict[str, float], g_batch: torch.Tensor | None = None
+    ) -> tuple[dict[str, float], Diagnosis | None]:
+        """``g_batch``: G's samples of this step's generator update (for ``div/batch_bins``)."""
+        from .diversity import effective_bins, snapshot_metrics
 
         self.detector.add(step, metrics)
         extra: dict[str, float] = {}
+        if self.reference is not None and g_batch is not None and len(g_batch) > 1:
+            extra[C.DIV_BATCH_BINS] = effective_bins(g_batch.detach().float(), self.reference.centres)
+            if not self._null_logged:
+                self._null_logged = True
+                extra[C.DIV_BATCH_BINS_NULL] = self.reference.batch_bins_null(len(g_batch))
         if self.reference is not None and self.sample is not None and self.every > 0 and step % self.every == 0:
-            n = self.reference.snapshot
-            extra = snapshot_metrics(self.sample(n), self.reference)
-            self.detector.add_snapshot(step, extra)
+            snap = snapshot_metrics(self.sample(self.reference.snapshot), self.reference)
+            self.detector.add_snapshot(step, snap)
+            extra.update(snap)
         new = self.detector.update()
         if new is not None:
             extra.update(decision_metrics(new))

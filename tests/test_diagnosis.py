@@ -75,6 +75,15 @@ def test_ndb_z_is_the_pooled_two_proportion_test_and_counts_the_bins_over_the_th
     assert out["ndb"] == pytest.approx((np.abs(out["z"]) > ref.z_threshold).mean()) and out["ndb"] > 0.3
 
 
+def test_effective_bins_known_answers(split_reference):
+    ref, held = split_reference
+    centres = torch.from_numpy(ref.centres)
+    assert V.effective_bins(centres[:1].repeat(64, 1), ref.centres) == pytest.approx(1.0)
+    assert V.effective_bins(centres.repeat(2, 1), ref.centres) == pytest.approx(len(ref.centres))
+    assert V.effective_bins(centres[:4].repeat(16, 1), ref.centres) == pytest.approx(4.0)
+    assert 30 < ref.batch_bins_null(128) < len(ref.centres)  # real batches of 128 spread widely
+
+
 def test_bundled_bins_are_the_ones_make_bins_fits(eights):
     """The shipped centres reproduce a fresh fit's bin shares (kmeans2 is deterministic at seed 0)."""
     flat = V._flat(eights)

@@ -99,6 +99,8 @@ def diagnose_run(sub: pd.DataFrame | None, loss: str, status: str = "", period: 
     series = {k: wide[k].to_numpy(dtype=float) for k in wide.columns}
     snapshots = {}
     for k in C.DIVERSITY_KEYS:
+        if k in (C.DIV_BATCH_BINS, C.DIV_BATCH_BINS_NULL):
+            continue  # per-step evidence, not snapshots
         s = sub[sub["key"] == k]
         if not s.empty:
             snapshots[k] = (s["step"].to_numpy(), s["value"].to_numpy(dtype=float))
@@ -116,4 +118,26 @@ def diagnose_run(sub: pd.DataFrame | None, loss: str, status: str = "", period: 
         osc = oscillation(sub[sub["key"] == C.G_LOSS], keys=[C.G_LOSS], n_boot=50)
         if len(osc) and not osc["reason"].iloc[0]:
             extra = {"period_g": float(osc["dominant_period"].iloc[0]), "peak_p": float(osc["peak_p"].iloc[0])}
+        if C.DIV_BATCH_BINS in keys:
+            d.evidence.append(_batch_bins(sub))
     return d, extra
+
+
+def _batch_bins(sub: pd.DataFrame) -> str:
+    """How many kinds of sample G's training batches spread over, and whether that follows g: the
+    coherence of div/batch_bins with g at g's dominant frequency (G cycling through a few kinds of
+    sample at g's period gives a high one)."""
+    from .measures import oscillation_pairs
+
+    bins = sub[sub["key"] == C.DIV_BATCH_BINS]
+    late = bins[bins["step"] > bins["step"].median()]["value"].mean()
+    null = sub[sub["key"] == C.DIV_BATCH_BINS_NULL]["value"]
+    ref = f" (real batches: {null.iloc[0]:.1f})" if len(null) else ""
+    text = f"G's batch spreads over {late:.1f} effective bins in the second half{ref}"
+    pair = oscillation_pairs(sub, pairs=[(C.G_LOSS, C.DIV_BATCH_BINS)], n_boot=50)
+    if len(pair) and not pair["reason"].iloc[0] and np.isfinite(pair["coherence_at_peak"].iloc[0]):
+        text += (
+            f", coherence with g at g's dominant frequency {pair['coherence_at_peak'].iloc[0]:.2f} "
+            f"(mean over frequencies {pair['coherence_mean'].iloc[0]:.2f})"
+        )
+    return text
