@@ -112,16 +112,21 @@ def main() -> None:
         print(f"| {idx} | " + " | ".join(str(v) for v in row) + " |")
     falsely = table[(table["verdict"] == "mode-collapse") & (table["intended"] != "mode-collapse")]
     print(f"\nRuns with diverse samples called mode-collapse: {len(falsely)}\n")
-    print("### Onsets of the convergence failures against the book's\n")
-    print("| setting | onset (step) | book | error (steps) |")
-    print("|---|---|---|---|")
+    print("### Onsets of the convergence failures against the book's, and the online detector's latency\n")
+    print("| setting | onset (step) | book | error (steps) | decided online at step | latency (steps) |")
+    print("|---|---|---|---|---|---|")
+    m = rs.metrics
     for _, r in table.iterrows():
         scenario = runs.loc[r["run_id"]].get(f"tags.{C.TAG_SCENARIO}")
         if scenario in BOOK_ONSET and r["verdict"] == "convergence-failure":
             lo, hi = BOOK_ONSET[scenario]
             onset = int(r["onset_step"])
             err = 0 if lo <= onset <= hi else (onset - hi if onset > hi else onset - lo)
-            print(f"| {r['setting']} | {onset} | {lo}-{hi} | {err:+d} |")
+            codes = m[(m["run_id"] == r["run_id"]) & (m["key"] == C.DIAG_CODE)].sort_values("step")
+            online = codes[codes["value"] == C.VERDICTS.index("convergence-failure")]["step"]
+            at = int(online.iloc[0]) if len(online) else None
+            late = "—" if at is None else f"{at - onset:+d}"
+            print(f"| {r['setting']} | {onset} | {lo}-{hi} | {err:+d} | {at if at is not None else '—'} | {late} |")
     print("\n### Every disagreement, with its evidence\n")
     for _, r in table[~correct].iterrows():
         print(f"- **{r['setting']}** (`{r['run_id'][:8]}`): intended {r['intended']}, diagnosed **{r['verdict']}**")

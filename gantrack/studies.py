@@ -99,6 +99,21 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 f"{100 * acc:.0f} %",
                 bool(0.7 <= acc <= 0.8) if scenario == "stable" else None,
             )
+            if scenario == "mode-collapse":
+                fake_acc = late[C.ACC_FAKE].mean()
+                add(
+                    "mean fake accuracy (2nd half)",
+                    "many around 100 %",
+                    f"{100 * fake_acc:.0f} %",
+                    bool(fake_acc >= 0.9),
+                )
+                period, p = _g_period(sub)
+                add(
+                    "dominant period of g (after burn-in)",
+                    f"about 25 model updates (book sizes: {MODE_COLLAPSE_PERIOD[0]}-{MODE_COLLAPSE_PERIOD[1]})",
+                    "—" if period is None else f"{period:.1f} steps (peak p {p:.3f})",
+                    period is not None and p < 0.05 and MODE_COLLAPSE_PERIOD[0] <= period <= MODE_COLLAPSE_PERIOD[1],
+                )
         elif scenario == "convergence-failure":
             low = wide[C.D_LOSS] < 0.05
             # first step from which loss/d stays below 0.05 until the end
@@ -117,6 +132,15 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 bool(late[C.D_LOSS].mean() < 0.05),
             )
         elif scenario == "convergence-failure-adam":
+            low = (wide[C.D_REAL] < 0.05) & (wide[C.D_FAKE] < 0.05)
+            stays = low[::-1].cumprod()[::-1].astype(bool)
+            first = int(stays.idxmax()) if stays.any() else None
+            add(
+                "step from which d_real, d_fake < 0.05 for good",
+                "steps 2-3 (agrees within 10 steps)",
+                str(first) if first else "never",
+                first is not None and first <= 13,
+            )
             add(
                 "mean d_real, d_fake (2nd half)",
                 "near 0",
@@ -128,6 +152,20 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 "g in the 2nd half (mean, max)", "climbs past 10", f"{late[C.G_LOSS].mean():.2f}, {gmax:.2f}", gmax > 10
             )
     return pd.DataFrame(rows)
+
+
+# docs/chapter10.md: g's dominant period in the mode-collapse runs at the book's sizes, 24.1 [18.7, 29.5] steps
+MODE_COLLAPSE_PERIOD = (18.7, 29.5)
+
+
+def _g_period(sub: pd.DataFrame) -> tuple[float | None, float]:
+    """g's dominant period (steps) and the red-noise test's p-value (``analysis.measures``)."""
+    from .analysis.measures import oscillation
+
+    osc = oscillation(sub[sub["key"] == C.G_LOSS], keys=[C.G_LOSS], n_boot=50)
+    if osc.empty or osc["reason"].iloc[0]:
+        return None, float("nan")
+    return float(osc["dominant_period"].iloc[0]), float(osc["peak_p"].iloc[0])
 
 
 def _checkpointed(cfg):

@@ -361,3 +361,47 @@ def test_a_corrupt_series_is_one_line_in_its_row_and_the_other_runs_go_on():
     assert table.loc["good", "verdict"] == "stable"
     assert table.loc["bad", "verdict"] == "undecided" and "cannot read" in table.loc["bad", "evidence"]
     assert "no metrics" in table.loc["empty", "evidence"]
+
+
+def test_tutorial_checks_state_the_mode_collapse_period_fake_accuracy_and_the_adam_onset():
+    """Synthetic runs with known answers: g with a 25-step period and fake accuracy 98 % (the tutorial's
+    mode collapse), and D's losses below 0.05 from step 3 (its Adam-defaults failure)."""
+    from gantrack.studies import tutorial_checks
+
+    n = 450
+    steps = np.arange(1, n + 1)
+    rng = np.random.default_rng(1)
+    collapse = {
+        C.D_REAL: 0.5 + 0.05 * rng.standard_normal(n),
+        C.D_FAKE: 0.3 + 0.05 * rng.standard_normal(n),
+        C.G_LOSS: 2 + np.sin(2 * np.pi * steps / 25) + 0.2 * rng.standard_normal(n),
+        C.ACC_REAL: np.full(n, 0.7),
+        C.ACC_FAKE: np.full(n, 0.98),
+    }
+    adam = {
+        C.D_REAL: np.where(steps >= 3, 0.01, 0.7),
+        C.D_FAKE: np.where(steps >= 3, 0.01, 0.7),
+        C.G_LOSS: np.where(steps >= 3, 12.0, 1.0) + 0.1 * rng.standard_normal(n),
+    }
+    rows = [
+        (rid, k, int(t), 0, float(v))
+        for rid, run in (("mc", collapse), ("adam", adam))
+        for k, vals in run.items()
+        for t, v in zip(steps, vals)
+    ]
+    metrics = pd.DataFrame(rows, columns=["run_id", "key", "step", "timestamp", "value"])
+    runs = pd.DataFrame(
+        {
+            "run_id": ["mc", "adam"],
+            f"tags.{C.TAG_SCENARIO}": ["mode-collapse", "convergence-failure-adam"],
+            f"tags.{C.TAG_SEED}": ["1", "1"],
+            f"tags.{C.TAG_ARCH}": ["bn", "bn"],
+            "status": "FINISHED",
+        }
+    )
+    checks = tutorial_checks(RunSet(runs=runs, metrics=metrics)).set_index("statistic")
+    period = checks.loc["dominant period of g (after burn-in)"]
+    assert period["agrees"] and period["measured"].startswith(("24.", "25."))
+    assert checks.loc["mean fake accuracy (2nd half)", "agrees"]
+    onset = checks.loc["step from which d_real, d_fake < 0.05 for good"]
+    assert onset["measured"] == "3" and onset["agrees"]
