@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .errors import GantrackError, TrainingDiverged
+from .errors import GantrackError, RunSpooled, TrainingDiverged
 from .signals import Terminated, terminate_as_interrupt
 
 
@@ -176,10 +176,11 @@ def _ui(args) -> int:
 
 
 def _sync(args) -> int:
-    from .tracking import sync_spool
+    from .spool import sync
 
-    n = sync_spool(args.spool, args.tracking_uri)
-    print(f"uploaded {n} metrics from {args.spool}")
+    n, artifacts, status = sync(args.spool, args.tracking_uri)
+    what = f"{n} metrics" + (f", {artifacts} artifacts; the run is {status}" if status else "")
+    print(f"uploaded {what} from {args.spool}")
     return 0
 
 
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--experiment", help="print the address of this experiment's runs table")
     u.set_defaults(func=_ui)
 
-    y = sub.add_parser("sync", help="upload metrics spooled while MLflow was unreachable")
+    y = sub.add_parser("sync", help="complete a run whose store failed: upload its spool folder")
     y.add_argument("spool")
     y.add_argument("--tracking-uri")
     y.set_defaults(func=_sync)
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with terminate_as_interrupt():  # SIGTERM/SIGHUP take Ctrl-C's path: runs end KILLED, children stop
             return args.func(args)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, RunSpooled) as e:  # the run happened; what it produced is kept (exit 1)
         print(f"gantrack: {e}", file=sys.stderr)
         return 1
     except GantrackError as e:

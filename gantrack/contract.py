@@ -65,14 +65,14 @@ def contract_keys() -> list[str]:
 
 
 def per_step_keys() -> list[str]:
-    """Every per-step metric key gantrack logs: the contract plus the harness's gradient and weight norms
-    and the hinge family's margin shares."""
-    return contract_keys() + list(DIAGNOSTIC_KEYS) + [MARGIN_FAKE, MARGIN_REAL]
+    """Every per-step metric key gantrack logs: the contract plus the harness's gradient and weight norms,
+    the hinge family's margin shares and, with a diversity reference, ``div/batch_bins``."""
+    return contract_keys() + list(DIAGNOSTIC_KEYS) + [MARGIN_FAKE, MARGIN_REAL, DIV_BATCH_BINS]
 
 
 def snapshot_keys() -> list[str]:
-    """Keys logged at diversity snapshots and detector decisions, not every step."""
-    return list(DIVERSITY_KEYS) + [DIAG_CODE, DIAG_ONSET]
+    """Keys logged at diversity snapshots, once, or at detector decisions — not every step."""
+    return [k for k in DIVERSITY_KEYS if k != DIV_BATCH_BINS] + [DIAG_CODE, DIAG_ONSET]
 
 
 def probe_key(cell: str, stat: str) -> str:

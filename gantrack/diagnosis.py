@@ -52,7 +52,7 @@ ACC_WIN = 0.99  # D right on (nearly) every sample of its batches
 D_LOSS_WIN = 0.05  # -log(1 - p) < 0.05 <=> D gives fakes p < 0.05 (and reals p > 0.95)
 HOLD, SUSTAIN = 0.95, 20
 G_HIGH, G_LOW = 5.0, 0.1  # -log D(G(z)) > 5 <=> D(G(z)) < 0.7 %;  < 0.1 <=> D(G(z)) > 90 %
-DUP_COLLAPSE, COVERAGE_COLLAPSE, COLLAPSED_SNAPSHOTS = 0.5, 0.5, 2
+DUP_COLLAPSE, COVERAGE_COLLAPSE, COLLAPSED_SNAPSHOTS = 0.5, 0.5, 3
 WARMUP_SNAPSHOTS = 2  # G starts near one output for every z: its first snapshots look collapsed in every run
 RING_COLLAPSE = 4
 SWING, ACC_LOSING = 0.10, 0.30

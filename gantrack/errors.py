@@ -13,6 +13,18 @@ class TrainingDiverged(GantrackError):
     """A loss became NaN or infinite and the run was stopped (see ``allow_nan``)."""
 
 
+class RunSpooled(GantrackError):
+    """The store failed for good during the run; what it could not take is in a spool folder."""
+
+    def __init__(self, run_id: str, folder, cause: str, marked: bool):
+        self.run_id, self.folder, self.cause = run_id, folder, cause
+        state = "marked FAILED until synced" if marked else "left RUNNING (the store took no status either)"
+        super().__init__(
+            f"run {run_id}: the store failed ({cause}); its metrics, artifacts and final status are spooled to "
+            f"{folder} and the run is {state}. Once the store works again: gantrack sync {folder}"
+        )
+
+
 def first_line(e: BaseException, limit: int = 300, prefer: tuple[str, ...] = ()) -> str:
     """The first non-blank line of ``e``'s message (its type name when empty), for one-line errors.
 

@@ -9,7 +9,13 @@ callers of ``TrackedRun``, so every run behaves the same way:
   (``tracking.fail_fast_http``): a dead server costs seconds and the metrics wait in the buffer;
 - params are flattened, cut to MLflow's 6,000-character value limit and sent 100 at a time;
 - ``gantrack.status`` says ``training`` while the run is open and ``finished`` at the end, and a
-  finished run gets its end time; a failed one gets ``gantrack.failure`` with the reason.
+  finished run gets its end time; a failed one gets ``gantrack.failure`` with the reason;
+- a store that fails for good (a full disk, a locked or read-only database, a server gone) loses
+  nothing: what the run still writes — metrics, final artifacts, images, tags — goes to a spool folder
+  (``gantrack.spool``) with the store's URI and the status the run reached; the run is marked FAILED
+  with the cause if the store still takes that, ``finish`` raises ``RunSpooled`` (the CLI: one line,
+  exit code 1), and ``gantrack sync FOLDER`` completes the run later;
+- MLflow's own error reports (SQLAlchemy tracebacks) go to a log file, named once, not the terminal.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from typing import Any
 
 from . import contract as C
 from . import tracking
-from .errors import GantrackError, first_line
+from .errors import GantrackError, RunSpooled, first_line
+from .messages import warn
+from .spool import Spool, store_failure
 from .tracking import Store
 
+STORE_FAILURES = ("disk full", "database locked", "read-only store", "permission denied", "server unreachable")
 PARAM_LIMIT = 6000  # MLflow's longest param value (characters)
 PARAM_BATCH = 100  # MLflow's most params per log_batch
 
@@ -44,8 +53,10 @@ class TrackedRun:
         self.store, self.run_id = store, run_id
         self.closed = False
         self._buffer = tracking.MetricBuffer(store.client, run_id, uri=store.uri, heartbeat=True)
+        self.spool: Spool | None = None  # once the store has failed for good: where the rest goes
         self._scope = ExitStack()
         self._scope.enter_context(tracking.fail_fast_http(store.uri))
+        self._scope.enter_context(tracking.mlflow_errors_to_file())
 
     # --- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -93,11 +104,18 @@ class TrackedRun:
     # --- while it runs ----------------------------------------------------------------------------
     def log(self, step: int, values, timestamp_ms: int | None = None) -> None:
         """Buffer one step's ``(key, value)`` pairs (written by ``flush`` / ``flush_in_background``)."""
+        if self.spool is not None:  # the run is ending on a failed store: straight to the spool
+            self._buffer.add(step, values, timestamp_ms)
+            self.spool.add_metrics(self._buffer.pending)
+            self._buffer.pending.clear()
+            return
         self._open()
         self._buffer.add(step, values, timestamp_ms)
 
     def flush(self) -> bool:
         """Write what is pending and wait; True when nothing is left pending."""
+        if self.spool is not None:
+            return True
         return self._buffer.flush()
 
     def flush_in_background(self) -> None:
@@ -105,45 +123,102 @@ class TrackedRun:
         self._buffer.flush_in_background()
 
     def log_artifact(self, local: str | Path, folder: str | None = None) -> None:
-        """Upload a file, retrying transient store errors."""
-        tracking.retry(self.store.client.log_artifact, self.run_id, str(local), folder)
+        """Upload a file, retrying transient store errors; spooled once the store has failed."""
+        self._store_or_spool(
+            self.store.client.log_artifact, (str(local), folder), lambda sp: sp.add_artifact(local, folder)
+        )
 
     def log_artifacts(self, local_dir: str | Path, folder: str | None = None) -> None:
-        tracking.retry(self.store.client.log_artifacts, self.run_id, str(local_dir), folder)
+        def to_spool(sp):
+            for item in sorted(Path(local_dir).iterdir()):
+                sp.add_artifact(item, folder)
+
+        self._store_or_spool(self.store.client.log_artifacts, (str(local_dir), folder), to_spool)
 
     def log_image(self, image, key: str, step: int) -> None:
         """An image at a step under ``key`` (MLflow >= 2.12): the UI's image grid shows it on the step slider."""
-        tracking.retry(self.store.client.log_image, self.run_id, image, key=key, step=step, synchronous=True)
+
+        def upload(run_id, img):
+            self.store.client.log_image(run_id, img, key=key, step=step, synchronous=True)
+
+        self._store_or_spool(upload, (image,), lambda sp: sp.add_image(image, key, step))
 
     def log_dict(self, data: dict, name: str) -> None:
         tracking.retry(self.store.client.log_dict, self.run_id, data, name)
 
     def set_tag(self, key: str, value: str, best_effort: bool = False) -> None:
         """Set a tag; ``best_effort``: for tags training must survive without (warn and go on)."""
-        if best_effort:
+        if self.spool is not None:
+            self.spool.add_tag(key, value)
+        elif best_effort:
             tracking.best_effort(self.store.client.set_tag, self.run_id, key, value)
         else:
-            tracking.retry(self.store.client.set_tag, self.run_id, key, value)
+            self._store_or_spool(self.store.client.set_tag, (key, value), lambda sp: sp.add_tag(key, value))
+
+    def _store_or_spool(self, call, args: tuple, to_spool) -> None:
+        """``call(run_id, *args)`` with retries; once the store has failed for good (or does now, on a
+        store failure), ``to_spool(spool)`` instead, so nothing of the run exists only in memory."""
+        if self.spool is None:
+            try:
+                tracking.retry(call, self.run_id, *args)
+                return
+            except Exception as e:
+                cause = store_failure(e)
+                if cause not in STORE_FAILURES:
+                    raise
+                warn(
+                    "cannot write to MLflow: %s (%s); the rest of run %s goes to the spool",
+                    cause,
+                    first_line(e, 120),
+                    self.run_id,
+                )
+                self._start_spool(cause)
+        to_spool(self.spool)
+
+    def _start_spool(self, cause: str) -> None:
+        self.spool = Spool.open(self.run_id, self.store.uri, cause)
+        self.spool.add_metrics(self._buffer.pending)
+        self._buffer.pending.clear()
 
     # --- closing ------------------------------------------------------------------------------------
-    def finish(self, before_status=None) -> Path | None:
-        """Write every pending metric, then (``before_status``: a callable for final artifacts, run
-        only when the metrics got through) end the run FINISHED with its end time. If the store could
-        not take the metrics, they and the final status are spooled (``gantrack sync``) and the spool
-        path is returned; the run is then left for the sync to finish."""
+    def finish(self, before_status=None) -> None:
+        """Write every pending metric, then ``before_status`` (a callable for final artifacts and tags),
+        then end the run FINISHED with its end time. If the store fails for good on the way, the rest —
+        pending metrics, the final artifacts, the tags — goes to the spool with the status FINISHED, the
+        run is marked FAILED with the cause where the store still takes that, and ``RunSpooled`` is
+        raised (``gantrack sync`` finishes the run later)."""
         self._open()
         try:
-            spool = self._buffer.close(final_status="FINISHED")
-            if spool is None:
-                if before_status is not None:
-                    before_status()
-                tracking.retry(self.store.client.set_tag, self.run_id, C.TAG_STATUS, "finished")
-                tracking.retry(
-                    self.store.client.set_terminated, self.run_id, "FINISHED", end_time=int(time.time() * 1000)
-                )
-            return spool
+            if not self._buffer.close():
+                self._start_spool(self._buffer.cause or "store failed")
+            if before_status is not None:
+                before_status()
+            if self.spool is None:
+                try:
+                    tracking.retry(self.store.client.set_tag, self.run_id, C.TAG_STATUS, "finished")
+                    tracking.retry(
+                        self.store.client.set_terminated, self.run_id, "FINISHED", end_time=int(time.time() * 1000)
+                    )
+                    return
+                except Exception as e:
+                    if store_failure(e) not in STORE_FAILURES:
+                        raise
+                    self._start_spool(store_failure(e))
+            folder = self.spool.close("FINISHED")
+            marked = self._mark_failed(f"the store failed ({self.spool.manifest['cause']}); spooled to {folder}")
+            raise RunSpooled(self.run_id, folder, self.spool.manifest["cause"], marked)
         finally:
             self._close()
+
+    def _mark_failed(self, reason: str) -> bool:
+        """FAILED with the reason, if the store takes it (no retries: it has failed already)."""
+        try:
+            self.store.client.set_tag(self.run_id, C.TAG_FAILURE, reason[:4000])
+            self.store.client.set_tag(self.run_id, C.TAG_STATUS, "failed")
+            self.store.client.set_terminated(self.run_id, "FAILED", end_time=int(time.time() * 1000))
+            return True
+        except Exception:
+            return False
 
     def fail(self, reason: BaseException | str) -> None:
         """End the run FAILED (KILLED for Ctrl-C) with the reason in ``gantrack.failure``; the metrics
@@ -153,7 +228,16 @@ class TrackedRun:
         killed = isinstance(reason, KeyboardInterrupt)
         text = "interrupted" if killed else reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
         try:
-            self._buffer.close()
+            if not self._buffer.close():  # the metrics up to the failure are kept for a sync
+                self._start_spool(self._buffer.cause or "store failed")
+                self.spool.add_tag(C.TAG_FAILURE, text[:4000])
+                self.spool.close("KILLED" if killed else "FAILED")
+                warn(
+                    "metrics of run %s spooled to %s (gantrack sync %s)",
+                    self.run_id,
+                    self.spool.folder,
+                    self.spool.folder,
+                )
             self.store.client.set_tag(self.run_id, C.TAG_FAILURE, text[:4000])
             self.store.client.set_tag(self.run_id, C.TAG_STATUS, "killed" if killed else "failed")
             self.store.client.set_terminated(

@@ -11,7 +11,7 @@ JSON-lines file so nothing is lost.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import subprocess
 import threading
@@ -302,10 +302,6 @@ def best_effort(fn, *args, **kwargs) -> bool:
         return False
 
 
-def spool_dir() -> Path:
-    return Path(os.environ.get("GANTRACK_SPOOL_DIR") or Path.home() / ".cache" / "gantrack" / "spool")
-
-
 @contextmanager
 def scoped_env(**values: str):
     """Set environment variables (only those the user has not set) for the block; restore after.
@@ -320,6 +316,65 @@ def scoped_env(**values: str):
     finally:
         for k in added:
             os.environ.pop(k, None)
+
+
+def log_dir() -> Path:
+    return Path(os.environ.get("GANTRACK_LOG_DIR") or Path.home() / ".cache" / "gantrack" / "logs")
+
+
+class _ErrorFile(logging.Handler):
+    """MLflow's error records (with their tracebacks) appended to a file, opened on the first one; the
+    file's path is said once. Never raises: the disk that failed the store may be this one too."""
+
+    def __init__(self, path: Path):
+        super().__init__(logging.WARNING)
+        self.path, self.said = path, False
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.said:
+            self.said = True
+            warn("MLflow's own error reports go to %s", self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(self.format(record) + "\n")
+        except Exception:
+            pass
+
+
+class _Divert(logging.Filter):
+    """On MLflow's terminal handlers: its store errors go to the file instead."""
+
+    def __init__(self, target: _ErrorFile):
+        super().__init__()
+        self.target = target
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith(
+            ("mlflow.store", "mlflow.tracking", "sqlalchemy")
+        ):
+            self.target.handle(record)
+            return False
+        return True
+
+
+@contextmanager
+def mlflow_errors_to_file():
+    """While a run is open, MLflow's store errors (a full disk gives one SQLAlchemy traceback per failed
+    write) go to ``<GANTRACK_LOG_DIR or ~/.cache/gantrack/logs>/mlflow-errors-<pid>.log``; gantrack's own
+    one-line warnings name the cause. The handlers are restored afterwards."""
+    target = _ErrorFile(log_dir() / f"mlflow-errors-{os.getpid()}.log")
+    divert = _Divert(target)
+    loggers = [logging.getLogger(n) for n in ("mlflow", "sqlalchemy")]
+    handlers = [h for lg in loggers for h in lg.handlers] + list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(divert)
+    try:
+        yield target
+    finally:
+        for h in handlers:
+            h.removeFilter(divert)
 
 
 def fail_fast_http(uri: str):
@@ -340,8 +395,9 @@ class MetricBuffer:
     the training loop does not wait on the store (MLflow's ORM spends ~0.1-0.2 ms per metric,
     1-2 % of a quick-width step). A failed write keeps the metrics pending (retried at the next
     flush), so training goes on through a tracking outage. ``close`` waits for the writer, then
-    keeps trying for ``GANTRACK_FINAL_FLUSH_WAIT`` seconds (default 60), then spools what never
-    got through (and the run's final status) to a JSON-lines file for ``gantrack sync``.
+    keeps trying for ``GANTRACK_FINAL_FLUSH_WAIT`` seconds (default 60) and returns False if metrics
+    are still pending (``TrackedRun`` then spools them: ``gantrack.spool``). ``cause`` is the last
+    failure in a user's words (``spool.store_failure``: "disk full", "database locked", ...).
     """
 
     def __init__(self, mlclient, run_id: str, uri: str = "", heartbeat: bool = False):
@@ -350,6 +406,7 @@ class MetricBuffer:
         self.heartbeat = heartbeat  # each write also sets gantrack.heartbeat (no extra request)
         self.pending: list = []
         self.failures = 0
+        self.cause = ""
         self.next_try = 0.0  # during an outage, flushes are skipped until then: training keeps its speed
         self.backoff = 2.0
         self._lock = threading.Lock()  # guards ``pending`` between the loop and the writer thread
@@ -415,51 +472,39 @@ class MetricBuffer:
         except Exception as e:  # network or lock errors: keep the metrics (in order) and retry later
             with self._lock:
                 self.pending[:0] = batch[sent:]
+            from .spool import store_failure
+
             self.failures += 1
+            self.cause = store_failure(e)
             self.next_try = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, 60.0)
             if self.failures == 1:
-                warn("cannot write to MLflow (%s); training continues, metrics are buffered", first_line(e, 120))
+                warn(
+                    "cannot write to MLflow: %s (%s); training continues, metrics are buffered",
+                    self.cause,
+                    first_line(e, 120),
+                )
             return False
 
-    def close(self, final_status: str | None = None) -> Path | None:
-        """Final flush, retried for a while; if it still fails, spool pending metrics (and the final
-        status) to a file and return its path."""
+    def close(self) -> bool:
+        """Final flush, retried for ``GANTRACK_FINAL_FLUSH_WAIT`` seconds; True when everything got
+        through (otherwise ``pending`` still holds what did not)."""
         deadline = time.time() + float(os.environ.get("GANTRACK_FINAL_FLUSH_WAIT", "60"))
         try:
             while not self.flush(force=True):
                 if time.time() > deadline:
-                    return self._spool(final_status)
+                    return False
                 time.sleep(2)
-            return None
+            return True
         finally:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
 
-    def _spool(self, final_status: str | None) -> Path:
-        folder = spool_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.run_id}.jsonl"
-        with path.open("a") as f:
-            for m in self.pending:
-                value = m.value if math.isfinite(m.value) else str(m.value)
-                f.write(
-                    json.dumps(
-                        {"run_id": self.run_id, "key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
-                    )
-                    + "\n"
-                )
-            if final_status:
-                f.write(json.dumps({"run_id": self.run_id, "status": final_status}) + "\n")
-        n = len(self.pending)
-        self.pending.clear()
-        warn("MLflow unreachable; %d metrics spooled to %s (upload with `gantrack sync %s`)", n, path, path)
-        return path
-
 
 def sync_spool(path: str | Path, tracking_uri: str | None = None) -> int:
-    """Upload a spool file written by ``MetricBuffer``; sets the run's final status if recorded.
+    """Upload a legacy spool file (``<run id>.jsonl``, gantrack before spool folders); sets the run's
+    final status if recorded.
     Returns the number of metrics written; the file is renamed ``*.synced`` afterwards."""
     from mlflow.entities import Metric
 
