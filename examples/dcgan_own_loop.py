@@ -57,6 +57,7 @@ def main(argv=None) -> str:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-probes", action="store_true", help="the plain example, nothing logged")
     ap.add_argument("--stop-on", default="", help="end early in these failure modes, e.g. convergence-failure")
+    ap.add_argument("--no-diversity", action="store_true", help="probes without the sample-diversity snapshots")
     ap.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     opt = ap.parse_args(argv)
     device = resolve_device(opt.device)  # the probes follow the models onto their device
@@ -82,7 +83,7 @@ def main(argv=None) -> str:
         enabled=not opt.no_probes,
         G=netG,
         latent=(nz, 1, 1),
-        reference=data,  # gantrack: sample diversity (div/*) once per pass over the data
+        reference=None if opt.no_diversity else data,  # gantrack: sample diversity (div/*) once per pass
         stop_on=opt.stop_on,
     )  # gantrack
     with probes:  # gantrack

@@ -96,6 +96,40 @@ def _diagnose(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    from .importers import import_file
+    from .keymaps import parse
+
+    if args.name and len(args.paths) > 1:
+        raise GantrackError("--name names one run: give one PATH with it")
+    if args.watch and len(args.paths) > 1:
+        raise GantrackError("--watch follows one file: give one PATH with it")
+    key_map = parse(args.key or [], args.keymap)
+    failed = []
+    for path in args.paths:
+        try:
+            import_file(
+                args.format,
+                path,
+                args.experiment,
+                name=args.name,
+                tracking_uri=args.tracking_uri,
+                key_map=key_map,
+                loss=args.loss,
+                step_column=args.step_column,
+                follow=args.watch,
+                idle=args.idle,
+            )
+        except GantrackError as e:
+            if len(args.paths) == 1:
+                raise
+            print(f"gantrack: skipped: {e}", file=sys.stderr)  # the other files go on
+            failed.append(path)
+    if failed:
+        raise GantrackError(f"{len(failed)} of {len(args.paths)} files not imported: {', '.join(failed)}")
+    return 0
+
+
 def _keymaps(args) -> int:
     from .keymaps import PRESETS
 
@@ -240,6 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keymap", help="a preset key map (see `gantrack keymaps`); --key entries override it")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_report)
+
+    from .importers import FORMATS
+
+    m = sub.add_parser("import", help="runs from other tools' logs into MLflow (book-log, tensorboard, ...)")
+    m.add_argument("format", choices=list(FORMATS), help="; ".join(f"{k}: {v[1]}" for k, v in FORMATS.items()))
+    m.add_argument("paths", nargs="+", metavar="PATH", help="files (or TensorBoard folders): one run each")
+    m.add_argument("--experiment", default="imported")
+    m.add_argument("--name", help="the run's name (default: the file's name)")
+    m.add_argument("--tracking-uri")
+    m.add_argument("--loss", default="nsgan", help="the loss family the run trained with (default nsgan)")
+    m.add_argument("--key", action="append", metavar="CONTRACT=YOURS", help="map a key: --key loss/g=errG")
+    m.add_argument("--keymap", help="a preset key map (see `gantrack keymaps`): mimicry, pix2pix, ...")
+    m.add_argument("--step-column", help="csv: the column that holds the step")
+    m.add_argument("--watch", action="store_true", help="follow a growing log into the same run (Ctrl-C ends it)")
+    m.add_argument("--idle", type=float, help="with --watch: stop after this many seconds without growth")
+    m.set_defaults(func=_import)
 
     k = sub.add_parser("keymaps", help="list the preset key maps for runs logged by other loops")
     k.set_defaults(func=_keymaps)

@@ -151,7 +151,10 @@ TAG_SWEEP_KEY, TAG_SWEEP_RESULT = "gantrack.sweep_key", "gantrack.sweep_result"
 TAG_HOST, TAG_PID, TAG_HEARTBEAT = "gantrack.host", "gantrack.pid", "gantrack.heartbeat"  # heartbeat: unix s
 TAG_DIAGNOSIS = "gantrack.diagnosis"  # the detector's verdict (contract VERDICTS), set as soon as it decides
 TAG_STOPPED = "gantrack.stopped"  # "<verdict> at step <k>": the run was ended early by stop_on
-KINDS = ("user-loop", "sweep", "report")  # gantrack.kind; harness runs have none
+# imported runs (gantrack.importers): the format, the file and its sha256 (a re-import is a no-op), the key map
+TAG_SOURCE, TAG_SOURCE_FILE, TAG_SOURCE_HASH = "gantrack.source", "gantrack.source_file", "gantrack.source_hash"
+TAG_KEY_MAP = "gantrack.key_map"  # JSON {contract key: the source's key}
+KINDS = ("user-loop", "sweep", "report", "import")  # gantrack.kind; harness runs have none
 # MLflow's own tags that gantrack writes
 TAG_NOTE, TAG_PARENT, TAG_GIT_COMMIT = "mlflow.note.content", "mlflow.parentRunId", "mlflow.source.git.commit"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # opens as model training

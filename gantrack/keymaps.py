@@ -27,6 +27,18 @@ PRESETS: dict[str, tuple[str, dict[str, str]]] = {
         "Lightning's GAN template (self.log): real_loss, fake_loss, g_loss",
         {C.D_REAL: "real_loss", C.D_FAKE: "fake_loss", C.G_LOSS: "g_loss"},
     ),
+    "mimicry": (
+        "Mimicry (kwotsin/mimicry) TensorBoard scalars: errD (D's summed loss), errG, D(x), D(G(z))",
+        {C.D_LOSS: "errD", C.G_LOSS: "errG", C.PROB_REAL: "D(x)", C.PROB_FAKE: "D(G(z))"},
+    ),
+    "pix2pix": (
+        "pytorch-CycleGAN-and-pix2pix loss_log.txt: D_real, D_fake (D's two halves), G_GAN (G's adversarial loss)",
+        {C.D_REAL: "D_real", C.D_FAKE: "D_fake", C.G_LOSS: "G_GAN"},
+    ),
+    "stylegan2-ada": (
+        "StyleGAN2-ADA stats.jsonl: Loss/G/loss, Loss/D/loss (summed); Loss/scores/* are mean logits, not losses",
+        {C.G_LOSS: "Loss/G/loss", C.D_LOSS: "Loss/D/loss"},
+    ),
     "keras-dcgan": (
         "the book's Keras loop logged as d1 (real), d2 (fake), g",
         {C.D_REAL: "d1", C.D_FAKE: "d2", C.G_LOSS: "g"},

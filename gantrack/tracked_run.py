@@ -112,6 +112,11 @@ class TrackedRun:
         self._open()
         self._buffer.add(step, values, timestamp_ms)
 
+    def log_series(self, key: str, steps, values, timestamp_ms: int) -> None:
+        """One key's points at their own steps (an import), buffered like ``log``."""
+        self._open()
+        self._buffer.add_series(key, steps, values, timestamp_ms)
+
     def flush(self) -> bool:
         """Write what is pending and wait; True when nothing is left pending."""
         if self.spool is not None:

@@ -184,3 +184,35 @@ def test_error_messages_are_one_line_even_from_empty_or_libpq_errors():
     )
     assert first_line(sqlalchemy_like, prefer=("denied",)) == "permission denied for table runs"
     assert first_line(sqlalchemy_like, prefer=("nowhere",)) == "(psycopg2.errors.InsufficientPrivilege)"
+
+
+def test_bulk_writer_stores_what_log_batch_stores(tmp_path):
+    """The bulk path writes MLflow's rows itself: the same histories and latest values as log_batch for
+    NaN, ±inf, duplicates, re-logged and out-of-order steps."""
+    from mlflow.entities import Metric
+
+    from gantrack.tracking import BulkWriter
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("bulk")
+    a, b = (client.create_run(exp).info.run_id for _ in range(2))
+    values = [1.0, float("nan"), float("inf"), -float("inf"), 2.5, 2.5, -1.0, 0.0]
+    metrics = [Metric("loss/g", v, 1000 + i, s) for i, (v, s) in enumerate(zip(values, [3, 1, 2, 5, 4, 4, 5, 2]))]
+    metrics += [metrics[0], Metric("acc/real", 0.5, 10, 7), Metric("acc/real", 0.25, 10, 7)]  # a duplicate, a tie
+    writer = BulkWriter.for_client(client)
+    assert writer is not None
+    writer.write(a, metrics[:6])
+    writer.write(a, metrics[6:])  # the latest value is updated across batches
+    client.log_batch(b, metrics=metrics[:6])
+    client.log_batch(b, metrics=metrics[6:])
+
+    def stored(run_id):
+        hist = {
+            k: sorted((m.step, m.timestamp, str(m.value)) for m in client.get_metric_history(run_id, k))
+            for k in ("loss/g", "acc/real")
+        }
+        return hist, {k: str(v) for k, v in client.get_run(run_id).data.metrics.items()}
+
+    assert stored(a) == stored(b)
+    assert BulkWriter.for_client(MlflowClient("http://127.0.0.1:9")) is None  # REST stores take log_batch
