@@ -18,6 +18,10 @@ from gantrack.importers import import_file
 DATA = Path(__file__).parent / "data"
 
 
+def store_dir(store: str) -> Path:
+    return Path(store[len("sqlite:///") :]).parent
+
+
 def _history(store, run_id, key):
     return sorted((m.step, m.value) for m in MlflowClient(store).get_metric_history(run_id, key))
 
@@ -51,13 +55,20 @@ def test_book_logs_of_a_stable_and_a_combined_batch_run_get_their_verdicts(store
     assert combined["verdict"] == "convergence-failure" and "g ≈ 0" in combined["subtype"]
     assert 10 <= combined["onset_step"] <= 40  # the book: steps 20-30; the goal: within 10 steps of it
     assert "div/*" in table.loc["book_log_stable", "missing"]
+    from gantrack.analysis import build_report
+
+    rep = build_report("book", tracking_uri=store, out_dir=store_dir(store) / "rep", progress=False, n_boot=100)
+    md = rep.markdown.read_text()
+    assert "book_log_stable" in md and "**convergence-failure**" in md
     # importing the same files again changes nothing
     assert (
         cli(["import", "book-log", str(DATA / "book_log_stable.txt"), "--experiment", "book", "--tracking-uri", store])
         == 0
     )
     assert "already imported" in capsys.readouterr().out
-    assert len(load_runs("book", tracking_uri=store, progress=False).runs) == 2
+    assert (
+        len(load_runs("book", tracking_uri=store, filter="tags.`gantrack.kind` = 'import'", progress=False).runs) == 2
+    )
 
 
 def test_a_book_log_with_garbage_lines_skips_and_counts_them(store, tmp_path, caplog):

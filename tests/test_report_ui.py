@@ -74,6 +74,10 @@ def test_report_files_tables_and_mlflow_results(experiment):
     run = client.get_run(ids[0])
     assert {"explain/ratio", "explain/link", "osc/loss/g/dominant_period"} <= set(run.data.metrics)
     assert "gantrack analysis" in run.data.tags["mlflow.note.content"]
+    # the diagnosis: a table, each run's section opens with its verdict, the tag, the description's start
+    assert "## Diagnosis: which failure mode each run is in" in md and md.count("**Diagnosis: ") == 3
+    assert run.data.tags["gantrack.diagnosis"] in ("stable", "undecided", "mode-collapse", "convergence-failure")
+    assert run.data.tags["mlflow.note.content"].startswith("**Diagnosis: " + run.data.tags["gantrack.diagnosis"])
     assert [a.path for a in client.list_artifacts(ids[0], "gantrack_analysis")] == [
         f"gantrack_analysis/run_{ids[0]}.png"
     ]
@@ -138,6 +142,7 @@ def test_gantrack_ui_shows_runs_and_gantrack_metrics(experiment):
         page = dump_dom(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{ids[0]}")
         for key in ("loss/g", "loss/d_fake", "explain/ratio", "osc/loss/g"):
             assert key in page, key
+        assert "Diagnosis: " in page  # the description, first thing on the run's page
     finally:
         proc.terminate()  # SIGTERM to gantrack alone: it stops its server (tests/test_processes.py checks how)
         proc.wait(timeout=60)
