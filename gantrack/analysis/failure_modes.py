@@ -141,3 +141,102 @@ def _batch_bins(sub: pd.DataFrame) -> str:
             f"(mean over frequencies {pair['coherence_mean'].iloc[0]:.2f})"
         )
     return text
+
+
+SIGNATURE_COLUMNS = {
+    "run_id": "the run",
+    "scenario": "the preset's name (gantrack.scenario), or the verdict for runs of other tools",
+    "verdict": "diagnose's verdict",
+    "onset_step": "diagnose's onset",
+    "acc": "mean D accuracy over the second half (the mean of acc/real and acc/fake)",
+    "d_real": "mean loss/d_real over the second half",
+    "d_fake": "mean loss/d_fake over the second half",
+    "g": "mean loss/g over the second half",
+    "duplicates": "div/duplicates at the last snapshot",
+    "coverage": "div/coverage at the last snapshot over its real-vs-real ceiling",
+    "batch_bins": "mean div/batch_bins over the second half (effective bins of G's batches)",
+    "batch_bins_real": "div/batch_bins_null: the same for real batches",
+    "context_gap": "second-half p of D's fakes alone (G's context) minus in D's own batch (probe cells)",
+    "period_g": "g's dominant period (steps), with peak_p its red-noise p-value",
+    "peak_p": "",
+}
+
+
+def signatures(runset, diagnosis: pd.DataFrame) -> pd.DataFrame:
+    """Each run's failure signature in numbers (``SIGNATURE_COLUMNS``), to set the scenarios against the
+    stable run: the levels over the second half, the diversity at the last snapshot, the G batches' bins,
+    the BatchNorm context gap, g's period. NaN where a run does not log what a column needs."""
+    metrics = dedupe(runset.metrics)
+    by_run = dict(tuple(metrics.groupby("run_id", observed=True)))
+    rows = []
+    for _, d in diagnosis.iterrows():
+        sub = by_run.get(d["run_id"])
+        row = {c: np.nan for c in SIGNATURE_COLUMNS}
+        row.update(run_id=d["run_id"], scenario=d["scenario"] or d["verdict"], verdict=d["verdict"])
+        row.update(onset_step=d["onset_step"], period_g=d["period_g"], peak_p=d["peak_p"])
+        if sub is not None and not sub.empty:
+            row.update(_levels(sub))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(SIGNATURE_COLUMNS))
+
+
+def _levels(sub: pd.DataFrame) -> dict:
+    def late(key):
+        s = sub[sub["key"] == key]
+        return s[s["step"] > s["step"].median()]["value"] if len(s) else pd.Series(dtype=float)
+
+    def last(key):
+        s = sub[sub["key"] == key].sort_values("step")
+        return float(s["value"].iloc[-1]) if len(s) else np.nan
+
+    out = {k[5:]: late(k).mean() for k in (C.D_REAL, C.D_FAKE, C.G_LOSS) if len(late(k))}
+    accs = [late(k).mean() for k in (C.ACC_REAL, C.ACC_FAKE) if len(late(k))]
+    if accs:
+        out["acc"] = float(np.mean(accs))
+    out["duplicates"] = last(C.DIV_DUPLICATES)
+    ceiling = last(C.DIV_COVERAGE_CEILING)
+    out["coverage"] = last(C.DIV_COVERAGE) / ceiling if ceiling and np.isfinite(ceiling) else np.nan
+    if len(late(C.DIV_BATCH_BINS)):
+        out["batch_bins"] = late(C.DIV_BATCH_BINS).mean()
+    out["batch_bins_real"] = last(C.DIV_BATCH_BINS_NULL)
+    a, b = late(C.probe_key("dbatch_before_gctx", "p")), late(C.probe_key("dbatch_before", "p"))
+    if len(a) and len(b):
+        out["context_gap"] = a.mean() - b.mean()
+    return out
+
+
+def signature_table(sig: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario (stable first): each signature's median over its runs, with the range."""
+    from .text import fmt
+
+    order = sorted(sig["scenario"].unique(), key=lambda s: (s != "stable", s))
+    rows = []
+    for scenario in order:
+        g = sig[sig["scenario"] == scenario]
+        row = {
+            "scenario": scenario,
+            "runs": len(g),
+            "verdicts": ", ".join(f"{v} {n}" for v, n in g["verdict"].value_counts().items()),
+        }
+        for col, digits in (
+            ("onset_step", 0),
+            ("acc", 2),
+            ("d_real", 2),
+            ("d_fake", 2),
+            ("g", 2),
+            ("duplicates", 2),
+            ("coverage", 2),
+            ("batch_bins", 1),
+            ("batch_bins_real", 1),
+            ("context_gap", 2),
+            ("period_g", 1),
+        ):
+            v = pd.to_numeric(g[col], errors="coerce").dropna()
+            if v.empty:
+                row[col] = "—"
+            elif len(v) == 1:
+                row[col] = fmt(v.iloc[0], digits)
+            else:
+                row[col] = f"{fmt(v.median(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}]"
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -286,6 +286,16 @@ def _sections(a: Analysis, cross: dict, run_pngs: dict, extra: list) -> list[D.S
         sections.append(
             D.Section("Diagnosis: which failure mode each run is in", [D.Table(D.diagnosis_table(a.diagnosis))])
         )
+        from .failure_modes import signature_table, signatures
+
+        sig = signatures(a.runset, a.diagnosis)
+        if sig["scenario"].nunique() > 1:
+            sections.append(
+                D.Section(
+                    "The failures' signatures against the stable run",
+                    [D.Table(signature_table(sig)), D.Text([D.SIGNATURE_NOTES])],
+                )
+            )
     law = D.law_table(a.summary)
     if len(law):
         sections.append(D.Section("The law against the measurements", [D.Table(law)]))
