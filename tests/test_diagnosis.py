@@ -405,3 +405,34 @@ def test_tutorial_checks_state_the_mode_collapse_period_fake_accuracy_and_the_ad
     assert checks.loc["mean fake accuracy (2nd half)", "agrees"]
     onset = checks.loc["step from which d_real, d_fake < 0.05 for good"]
     assert onset["measured"] == "3" and onset["agrees"]
+
+
+def test_signatures_set_each_scenario_against_the_stable_run():
+    steps, s = _series()
+    snaps = _diverse_snapshots(steps)
+    rows = [("st", k, int(t), 0, float(v)) for k, vals in s.items() for t, v in zip(steps, vals)]
+    rows += [("st", k, int(t), 0, float(v)) for k, (st, vals) in snaps.items() for t, v in zip(st, vals)]
+    collapsed = {C.DIV_DUPLICATES: 0.97, C.DIV_COVERAGE: 0.02, C.DIV_COVERAGE_CEILING: 0.97}
+    rows += [("mc", k, int(t), 0, float(v)) for k, vals in s.items() for t, v in zip(steps, vals)]
+    rows += [("mc", k, int(t), 0, collapsed[k]) for k, (st, _) in snaps.items() for t in st]
+    metrics = pd.DataFrame(rows, columns=["run_id", "key", "step", "timestamp", "value"])
+    runs = pd.DataFrame(
+        {
+            "run_id": ["mc", "st"],
+            "name": ["m", "s"],
+            "status": "FINISHED",
+            f"tags.{C.TAG_SCENARIO}": ["mode-collapse", "stable"],
+        }
+    )
+    rs = RunSet(runs=runs, metrics=metrics)
+    table = diagnose(rs, period=False)
+    from gantrack.analysis.failure_modes import signature_table, signatures
+
+    sig = signatures(rs, table).set_index("run_id")
+    assert sig.loc["mc", "verdict"] == "mode-collapse" and sig.loc["st", "verdict"] == "stable"
+    assert sig.loc["mc", "duplicates"] == pytest.approx(0.97) and sig.loc["mc", "coverage"] == pytest.approx(
+        0.02 / 0.97
+    )
+    assert sig.loc["st", "acc"] == pytest.approx(np.mean([s[C.ACC_REAL][100:].mean(), s[C.ACC_FAKE][100:].mean()]))
+    out = signature_table(sig.reset_index())
+    assert out["scenario"].tolist() == ["stable", "mode-collapse"] and out.loc[1, "duplicates"] == "0.97"
