@@ -28,6 +28,8 @@ DIV_MODES, DIV_QUALITY = "div/modes", "div/quality"  # ring-2d: modes covered of
 DIV_BATCH_BINS = "div/batch_bins"  # every step: effective number of bins G's training batch occupies
 DIV_BATCH_BINS_NULL = "div/batch_bins_null"  # logged once: the same for real batches of that size
 DIVERSITY_KEYS = (
+    DIV_BATCH_BINS,
+    DIV_BATCH_BINS_NULL,
     DIV_NDB,
     DIV_JS,
     DIV_COVERAGE,
@@ -73,6 +75,10 @@ def per_step_keys() -> list[str]:
 def snapshot_keys() -> list[str]:
     """Keys logged at diversity snapshots, once, or at detector decisions — not every step."""
     return [k for k in DIVERSITY_KEYS if k != DIV_BATCH_BINS] + [DIAG_CODE, DIAG_ONSET]
+
+
+def is_probe_key(key: str) -> bool:
+    return key.startswith(probe_key("", "").split("/", 1)[0] + "/")
 
 
 def probe_key(cell: str, stat: str) -> str:

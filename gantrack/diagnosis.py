@@ -438,6 +438,12 @@ class Detector:
         self.decision = d
         return d
 
+    def update_to(self, step: int) -> None:
+        """The decision the detector would hold at ``step`` (a resumed run replays its history)."""
+        d = self._decide(final=False)
+        if d.verdict != "undecided":
+            self.decision = d
+
     def final(self) -> Diagnosis:
         self.decision = self._decide(final=True)
         return self.decision

@@ -42,3 +42,21 @@ def first_line(e: BaseException, limit: int = 300, prefer: tuple[str, ...] = ())
     if "connection to server" in text and "failed:" in text:
         text = text.split("failed:", 1)[1].strip() or text
     return text[:limit]
+
+
+def store_failure(e: BaseException) -> str:
+    """The cause of a store error in the words a user acts on: "disk full", "database locked",
+    "permission denied", "read-only store", "server unreachable" — or its first line."""
+    text = f"{type(e).__name__}: {e}".lower()
+    errno = getattr(e, "errno", None) or getattr(getattr(e, "orig", None), "errno", None)
+    if errno == 28 or "disk is full" in text or "no space left" in text or "disk full" in text:
+        return "disk full"
+    if "database is locked" in text or "database table is locked" in text:
+        return "database locked"
+    if "readonly database" in text or "read-only file system" in text or errno == 30:
+        return "read-only store"
+    if errno == 13 or "permission denied" in text:
+        return "permission denied"
+    if any(w in text for w in ("connection", "refused", "max retries", "timed out", "unreachable", "503")):
+        return "server unreachable"
+    return first_line(e, 160)

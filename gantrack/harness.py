@@ -75,6 +75,7 @@ class GAN:
     d_before: nn.Module | None = None  # copy of D as it computed d_fake (probes only)
     cells: dict[str, torch.Tensor] | None = None  # last step's per-sample raw D scores per probe cell
     per_sample_state: dict | None = None  # per-sample probes restored from a checkpoint
+    prior_snapshots: dict | None = None  # a resumed run's diversity snapshots before the checkpoint
     x_gen: torch.Tensor | None = None  # G's batch of the last generator update (div/batch_bins)
 
     # Random numbers come from the CPU stream and move to the device: same seed, same inputs everywhere.
@@ -369,6 +370,11 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
         gan = build_gan(cfg, real)
         state = checkpoint.restore(path, gan)
         checkpoint.log_missing_steps(store.client, run_id, state["step"], state["history"])
+        gan.prior_snapshots = {  # what the detector saw before the kill, up to the checkpoint
+            k: [(m.step, m.value) for m in store.client.get_metric_history(run_id, k) if m.step <= state["step"]]
+            for k in C.snapshot_keys()
+            if k.startswith("div/")
+        }
         run.set_tag(C.TAG_RESUMED_FROM, str(state["step"]))
         return gan, state["step"] + 1, {k: list(v) for k, v in state["history"].items()}
 
@@ -398,6 +404,8 @@ def _loop(
 
     samples = SampleGrid(gan)
     monitor = run_monitor(cfg, gan)
+    if start > 1:
+        monitor.restore(history, gan.prior_snapshots or {})
     per_sample = None
     if cfg.probes and cfg.per_sample_probes:
         per_sample = (

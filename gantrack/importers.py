@@ -318,7 +318,7 @@ def key_map_for(fmt: str, parsed: Parsed, user_map: dict[str, str]) -> dict[str,
 def out_of_reach(mapped: set[str], loss: str) -> str:
     """What the imported keys cannot give: which factors, which diagnoses."""
     gaps = []
-    if not any(k.startswith("probe/") for k in mapped):
+    if not any(C.is_probe_key(k) for k in mapped):
         gaps.append("no probe cells: the context, timing and sampling factors and the law are out of reach")
     if not {C.D_REAL, C.D_FAKE} <= mapped:
         gaps.append(

@@ -162,6 +162,23 @@ class RunMonitor:
                 self.stop_reason = f"{new.verdict} at step {step}"
         return extra, new
 
+    def restore(self, history: dict[str, list[float]], snapshots: dict[str, list[tuple[int, float]]]) -> None:
+        """A resumed run: the detector gets the steps before the checkpoint (``history``: key → one value
+        per step from step 1) and the diversity snapshots the store holds, so its decisions are the
+        uninterrupted run's."""
+        n = max((len(v) for v in history.values()), default=0)
+        for i in range(n):
+            self.detector.add(i + 1, {k: v[i] for k, v in history.items() if len(v) > i})
+        by_step: dict[int, dict[str, float]] = {}
+        for key, points in snapshots.items():
+            for step, value in points:
+                by_step.setdefault(step, {})[key] = value
+        for step in sorted(by_step):
+            self.detector.add_snapshot(step, by_step[step])
+        self._null_logged = n > 0
+        if n:
+            self.detector.update_to(n)
+
     def final(self) -> Diagnosis:
         return self.detector.final()
 

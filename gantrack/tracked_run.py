@@ -27,9 +27,9 @@ from typing import Any
 
 from . import contract as C
 from . import tracking
-from .errors import GantrackError, RunSpooled, first_line
+from .errors import GantrackError, RunSpooled, first_line, store_failure
 from .messages import warn
-from .spool import Spool, store_failure
+from .spool import Spool
 from .tracking import Store
 
 STORE_FAILURES = ("disk full", "database locked", "read-only store", "permission denied", "server unreachable")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract as C
-from .errors import GantrackError, first_line
+from .errors import GantrackError, first_line, store_failure
 from .messages import warn
 
 # MLflow 3 opens experiments as GenAI unless the experiment tag says model training
@@ -397,15 +397,17 @@ class BulkWriter:
     on MLflow's own table definitions (``mlflow.store.tracking.dbmodels``), about 5 µs a metric
     (``benchmarks/bench_import.py``): the ``metrics`` rows (duplicates ignored, as log_batch drops
     them) and one upsert of ``latest_metrics`` per key, newer by (step, timestamp, value) as MLflow
-    orders them; values sanitised as MLflow does (NaN stored as 0 with ``is_nan``, ±inf as ±max float).
+    orders them; values sanitised as MLflow does (NaN stored as 0 with ``is_nan``, ±inf as ±max float);
+    a run that is not active (deleted) refuses them, as log_batch does.
     ``tests/test_tracking.py`` holds the two paths to the same stored rows. Anything else — an
     http(s) store, another database, a schema this does not recognise — uses ``log_batch``.
     """
 
     def __init__(self, engine):
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
 
         self.engine, self.metrics, self.latest = engine, SqlMetric.__table__, SqlLatestMetric.__table__
+        self.runs = SqlRun.__table__
         if engine.dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         else:
@@ -452,7 +454,14 @@ class BulkWriter:
             set_={"value": new.value, "timestamp": new.timestamp, "step": new.step, "is_nan": new.is_nan},
             where=newer,
         )
+        from sqlalchemy import select
+
         with self.engine.begin() as conn:
+            # as log_batch: only an active run takes metrics (a deleted one refuses them)
+            stage = conn.execute(select(self.runs.c.lifecycle_stage).where(self.runs.c.run_uuid == run_id)).scalar()
+            if stage != "active":
+                state = "not in the store" if stage is None else stage
+                raise GantrackError(f"run {run_id} is {state}: metrics refused")
             conn.execute(self._insert(self.metrics).on_conflict_do_nothing(), rows)
             conn.execute(upsert, list(newest.values()))
 
@@ -480,7 +489,7 @@ class MetricBuffer:
     flush), so training goes on through a tracking outage. ``close`` waits for the writer, then
     keeps trying for ``GANTRACK_FINAL_FLUSH_WAIT`` seconds (default 60) and returns False if metrics
     are still pending (``TrackedRun`` then spools them: ``gantrack.spool``). ``cause`` is the last
-    failure in a user's words (``spool.store_failure``: "disk full", "database locked", ...).
+    failure in a user's words (``errors.store_failure``: "disk full", "database locked", ...).
     """
 
     def __init__(self, mlclient, run_id: str, uri: str = "", heartbeat: bool = False):
@@ -574,8 +583,6 @@ class MetricBuffer:
         except Exception as e:  # network or lock errors: keep the metrics (in order) and retry later
             with self._lock:
                 self.pending[:0] = batch[sent:]
-            from .spool import store_failure
-
             self.failures += 1
             self.cause = store_failure(e)
             self.next_try = time.monotonic() + self.backoff

@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from gantrack import Config, GantrackError, train
 from gantrack import contract as C
-from gantrack.errors import RunSpooled
-from gantrack.spool import store_failure, sync
+from gantrack.errors import RunSpooled, store_failure
+from gantrack.spool import sync
 
 TINY = dict(width=0.0625, batch_size=32, sample_every=100, threads=1, experiment="full")
 

@@ -3,11 +3,13 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from gantrack import Config, preset, train
+from gantrack import contract as C
 from gantrack.analysis import load_runs
 from gantrack.errors import TrainingDiverged, first_line
 
@@ -40,7 +42,11 @@ def test_round_trip_every_key_has_every_step(store, tmp_path):
     }
     assert expected <= keys
     for key, g in m.groupby("key", observed=True):
-        assert g["step"].tolist() == list(range(1, 13)), key
+        if key in C.per_step_keys():
+            assert g["step"].tolist() == list(range(1, 13)), key
+        else:  # logged once, at snapshots or at a decision: declared, and at the steps they belong to
+            assert key in C.snapshot_keys(), key
+    assert m.loc[m["key"] == C.DIAG_CODE, "step"].max() == 12  # the final diagnosis, at the last step
     run = rs.runs.iloc[0]
     assert run["tags.gantrack.scenario"] == "stable" and run["tags.gantrack.loss"] == "nsgan"
     assert run["tags.gantrack.seed"] == "1" and run["name"] == "stable-nsgan-s1"
@@ -68,7 +74,9 @@ def test_same_seed_same_logged_curve(store):
     m = load_runs("rt", tracking_uri=store, progress=False).metrics
     va = m[m["run_id"] == a].sort_values(["key", "step"])[["key", "step", "value"]].to_numpy()
     vb = m[m["run_id"] == b].sort_values(["key", "step"])[["key", "step", "value"]].to_numpy()
-    assert len(va) == 12 * 29 and (va == vb).all()  # 29 keys (5 probe cells × 3), every one bit for bit
+    per_step = np.isin(va[:, 0], C.per_step_keys())
+    # 30 per-step keys (5 probe cells × 3, and div/batch_bins), every one bit for bit, and the rest too
+    assert per_step.sum() == 12 * 30 and (va == vb).all()
 
 
 def test_nan_loss_is_logged_tagged_and_fails_the_run(store):
@@ -165,7 +173,7 @@ def test_background_writer_keeps_every_metric_through_a_refused_write(store):
     buffer.add(2, [("a", 3.0), ("b", 4.0)], timestamp_ms=2)
     client.restore_run(run_id)
     buffer.flush_in_background()  # still backing off: writes nothing, loses nothing
-    assert buffer.close() is None  # the final flush is forced
+    assert buffer.close() is True  # the final flush is forced and gets everything through
     assert buffer.pending == []
     for key, values in (("a", [1.0, 3.0]), ("b", [2.0, 4.0])):
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
