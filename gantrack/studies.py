@@ -115,10 +115,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
                     period is not None and p < 0.05 and MODE_COLLAPSE_PERIOD[0] <= period <= MODE_COLLAPSE_PERIOD[1],
                 )
         elif scenario == "convergence-failure":
-            low = wide[C.D_LOSS] < 0.05
-            # first step from which loss/d stays below 0.05 until the end
-            stays = low[::-1].cumprod()[::-1].astype(bool)
-            first = int(stays.idxmax()) if stays.any() else None
+            first = _for_good(wide[C.D_LOSS] < 0.05)
             add(
                 "step from which loss/d < 0.05 for good",
                 "within 20-30 steps, then stays near 0",
@@ -132,9 +129,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 bool(late[C.D_LOSS].mean() < 0.05),
             )
         elif scenario == "convergence-failure-adam":
-            low = (wide[C.D_REAL] < 0.05) & (wide[C.D_FAKE] < 0.05)
-            stays = low[::-1].cumprod()[::-1].astype(bool)
-            first = int(stays.idxmax()) if stays.any() else None
+            first = _for_good((wide[C.D_REAL] < 0.05) & (wide[C.D_FAKE] < 0.05))
             add(
                 "step from which d_real, d_fake < 0.05 for good",
                 "steps 2-3 (agrees within 10 steps)",
@@ -152,6 +147,12 @@ def tutorial_checks(runset) -> pd.DataFrame:
                 "g in the 2nd half (mean, max)", "climbs past 10", f"{late[C.G_LOSS].mean():.2f}, {gmax:.2f}", gmax > 10
             )
     return pd.DataFrame(rows)
+
+
+def _for_good(flag: pd.Series) -> int | None:
+    """The first step from which ``flag`` holds at every step to the end (None: never)."""
+    stays = flag[::-1].cumprod()[::-1].astype(bool)
+    return int(stays.idxmax()) if stays.any() else None
 
 
 # docs/chapter10.md: g's dominant period in the mode-collapse runs at the book's sizes, 24.1 [18.7, 29.5] steps
