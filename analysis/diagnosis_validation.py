@@ -30,7 +30,7 @@ from gantrack.analysis import diagnose, load_runs
 from gantrack.config import preset
 from gantrack.sweep import run_configs
 
-EXPERIMENT = "diagnosis-validation"
+EXPERIMENT = "diagnosis-validation"  # round 2: "-2" appended
 INTENDED = {
     "stable": "stable",
     "mode-collapse": "mode-collapse",
@@ -42,19 +42,28 @@ WIDTHS = {"G16/D32": dict(width=0.125, d_width=0.5), "G32/D32": dict(width=0.25,
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def configs():
+ROUNDS = {  # seeds of the chapter's scenarios, of the loss families, of the rings; round 2 is fresh
+    1: ((1, 2, 3), (1,), (1, 2)),
+    2: ((4, 5), (2,), (3, 4)),
+}
+
+
+def configs(experiment: str, round_: int = 1):
+    seeds, family_seeds, ring_seeds = ROUNDS[round_]
     out = []
     for w in WIDTHS.values():
         for arch in ("bn", "nobn"):
             for scenario in INTENDED:
-                for seed in (1, 2, 3):
+                for seed in seeds:
                     out.append(
-                        preset(scenario).replace(experiment=EXPERIMENT, seed=seed, arch=arch, sample_every=150, **w)
+                        preset(scenario).replace(experiment=experiment, seed=seed, arch=arch, sample_every=150, **w)
                     )
     for loss in C.LOSS_FAMILIES:
-        out.append(preset("stable").replace(experiment=EXPERIMENT, loss=loss, sample_every=150, **WIDTHS["G16/D32"]))
-    for seed in (1, 2):
-        ring = preset("ring-2d").replace(experiment=EXPERIMENT, seed=seed, steps=3000)
+        for seed in family_seeds:
+            cfg = preset("stable").replace(experiment=experiment, seed=seed, loss=loss, sample_every=150)
+            out.append(cfg.replace(**WIDTHS["G16/D32"]))
+    for seed in ring_seeds:
+        ring = preset("ring-2d").replace(experiment=experiment, seed=seed, steps=3000)
         out += [ring, ring.replace(loss="wgan-gp", n_critic=5)]
     return out
 
@@ -66,7 +75,7 @@ def label(run) -> str:
     return INTENDED.get(scenario, "stable")
 
 
-def examples(uri: str) -> None:
+def examples(uri: str, experiment: str) -> None:
     for name, argv in (
         ("dcgan_own_loop", ["--steps", "450"]),
         ("lightning_gan", ["--steps", "300"]),
@@ -75,7 +84,7 @@ def examples(uri: str) -> None:
         spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        mod.main(argv + ["--tracking-uri", uri, "--experiment", EXPERIMENT])
+        mod.main(argv + ["--tracking-uri", uri, "--experiment", experiment])
 
 
 def main() -> None:
@@ -83,14 +92,16 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default="sqlite:///validation.db")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-examples", action="store_true")
+    ap.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS), help="1: the first set; 2: fresh seeds")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    cfgs = [c.replace(threads=1) for c in configs()]
+    experiment = EXPERIMENT if args.round == 1 else f"{EXPERIMENT}-{args.round}"
+    cfgs = [c.replace(threads=1) for c in configs(experiment, args.round)]
     run_configs(cfgs, args.tracking_uri, workers=args.workers)
-    rs = load_runs(EXPERIMENT, tracking_uri=args.tracking_uri, progress=False)
+    rs = load_runs(experiment, tracking_uri=args.tracking_uri, progress=False)
     if not args.skip_examples and not (rs.runs.get(f"tags.{C.TAG_KIND}", pd.Series(dtype=str)) == "user-loop").any():
-        examples(args.tracking_uri)
-        rs = load_runs(EXPERIMENT, tracking_uri=args.tracking_uri, progress=False)
+        examples(args.tracking_uri, experiment)
+        rs = load_runs(experiment, tracking_uri=args.tracking_uri, progress=False)
     table = diagnose(rs)
     runs = rs.runs.set_index("run_id")
     table["intended"] = [label(runs.loc[r]) for r in table["run_id"]]

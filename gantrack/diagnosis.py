@@ -26,13 +26,13 @@ The rules, first match wins (docs/diagnosis.md gives the reason for every thresh
    near-duplicates for at least ``DUP_COLLAPSE`` of them while covering at most ``COVERAGE_COLLAPSE`` of
    the real-vs-real coverage ceiling (both: blurred but varied samples have close neighbours and full
    coverage; poor but varied ones have low coverage and no duplicates); on ``ring-2d``, at most
-   ``RING_COLLAPSE`` of the 8 modes covered. Onset: the first snapshot from which every later one is
-   collapsed (resolution: the snapshot spacing).
+   ``RING_COLLAPSE`` of the 8 modes covered while at least ``RING_QUALITY`` of the samples lie on a mode.
+   Onset: the first snapshot from which every later one is collapsed (resolution: the snapshot spacing).
 5. ``oscillating`` (end of run only): not converging, without loss of diversity — over the second half
    D's accuracy swings across its range: at least ``SWING`` of the steps below ``ACC_LOSING`` and at
    least ``SWING`` above ``ACC_WIN``.
 6. ``stable`` (end of run only): none of the above, and D neither wins nor loses over the second half
-   (mean accuracy in ``ACC_STABLE``).
+   (mean accuracy in ``ACC_STABLE``: around 0.5 is the equilibrium).
 7. ``undecided``: a run shorter than ``MIN_STEPS``, or one whose signals point nowhere — with the reason.
 """
 
@@ -56,7 +56,8 @@ DUP_COLLAPSE, COVERAGE_COLLAPSE, COLLAPSED_SNAPSHOTS = 0.5, 0.5, 3
 WARMUP_SNAPSHOTS = 2  # G starts near one output for every z: its first snapshots look collapsed in every run
 RING_COLLAPSE = 4
 SWING, ACC_LOSING = 0.10, 0.30
-ACC_STABLE = (0.5, 0.95)
+ACC_STABLE = (0.3, 0.95)  # around 0.5 is the equilibrium D(x) = 1/2 (Goodfellow et al. 2014), not a loss
+RING_QUALITY = 0.5  # ring collapse: most samples on some mode (else G has not found the data at all)
 EVERY = 10  # the online detector decides every this many steps
 # the tutorial's ranges for the stable run (second half), given as evidence, not used to decide
 TUTORIAL_STABLE = {C.D_REAL: (0.5, 0.8), C.D_FAKE: (0.5, 0.8), C.G_LOSS: (1.0, 2.0), "acc": (0.7, 0.8)}
@@ -327,9 +328,16 @@ def _collapse(snapshots) -> tuple[int | None | bool, int | None, list[str]] | No
     False when too few snapshots to judge; None when the run has no snapshots."""
     if C.DIV_MODES in snapshots:
         s, modes = snapshots[C.DIV_MODES]
-        flags = modes <= RING_COLLAPSE
-        what = [f"{int(m)} of 8 ring modes covered" for m in modes[-COLLAPSED_SNAPSHOTS:]]
-        rule = f"(rule: ≤ {RING_COLLAPSE} at the last {COLLAPSED_SNAPSHOTS} snapshots)"
+        quality = snapshots.get(C.DIV_QUALITY, (s, np.ones(len(s))))[1]
+        # collapse is high-quality samples on few modes (PacGAN, VEEGAN); samples on no mode are a G that
+        # has not found the data, not a collapse
+        flags = (modes <= RING_COLLAPSE) & (quality >= RING_QUALITY)
+        what = [f"{int(m)} of 8 ring modes covered, quality {q:.2f}" for m, q in zip(modes, quality)][
+            -COLLAPSED_SNAPSHOTS:
+        ]
+        rule = (
+            f"(rule: ≤ {RING_COLLAPSE} modes with quality ≥ {RING_QUALITY} at the last {COLLAPSED_SNAPSHOTS} snapshots)"
+        )
     elif C.DIV_DUPLICATES in snapshots and C.DIV_COVERAGE in snapshots:
         s, dup = snapshots[C.DIV_DUPLICATES]
         s2, cov = snapshots[C.DIV_COVERAGE]
