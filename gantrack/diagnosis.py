@@ -28,12 +28,16 @@ The rules, first match wins (docs/diagnosis.md gives the reason for every thresh
    coverage; poor but varied ones have low coverage and no duplicates); on ``ring-2d``, at most
    ``RING_COLLAPSE`` of the 8 modes covered while at least ``RING_QUALITY`` of the samples lie on a mode.
    Onset: the first snapshot from which every later one is collapsed (resolution: the snapshot spacing).
-5. ``oscillating`` (end of run only): not converging, without loss of diversity — over the second half
+5. ``convergence-failure``, "G's samples are not like the data" (end of run only): the last
+   ``COLLAPSED_SNAPSHOTS`` snapshots after the warm-up cover at most ``COVERAGE_GARBAGE`` of the coverage
+   ceiling (on ``ring-2d``: fewer than ``RING_QUALITY`` of the samples near a mode) — the chapter's
+   "the generated images are garbage", whoever wins in the losses.
+6. ``oscillating`` (end of run only): not converging, without loss of diversity — over the second half
    D's accuracy swings across its range: at least ``SWING`` of the steps below ``ACC_LOSING`` and at
    least ``SWING`` above ``ACC_WIN``.
-6. ``stable`` (end of run only): none of the above, and D neither wins nor loses over the second half
+7. ``stable`` (end of run only): none of the above, and D neither wins nor loses over the second half
    (mean accuracy in ``ACC_STABLE``: around 0.5 is the equilibrium).
-7. ``undecided``: a run shorter than ``MIN_STEPS``, or one whose signals point nowhere — with the reason.
+8. ``undecided``: a run shorter than ``MIN_STEPS``, or one whose signals point nowhere — with the reason.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ RING_COLLAPSE = 4
 SWING, ACC_LOSING = 0.10, 0.30
 ACC_STABLE = (0.3, 0.95)  # around 0.5 is the equilibrium D(x) = 1/2 (Goodfellow et al. 2014), not a loss
 RING_QUALITY = 0.5  # ring collapse: most samples on some mode (else G has not found the data at all)
+# samples unlike the data: G's samples fall in at most 10 % of the real samples' 5-NN balls (real vs real:
+# the ceiling, 0.98 for 1,000 eights; the calibration runs: stable 0.43-0.44 of it, the Adam defaults 0.08)
+COVERAGE_GARBAGE = 0.1
 EVERY = 10  # the online detector decides every this many steps
 # the tutorial's ranges for the stable run (second half), given as evidence, not used to decide
 TUTORIAL_STABLE = {C.D_REAL: (0.5, 0.8), C.D_FAKE: (0.5, 0.8), C.G_LOSS: (1.0, 2.0), "acc": (0.7, 0.8)}
@@ -222,7 +229,16 @@ def decide(
     if not final:
         return Diagnosis("undecided", evidence=evidence + ["no failure mode yet"], missing=missing)
 
-    # 5./6. the end of the run: oscillating or stable
+    # 5. the end of the run: samples that never came to resemble the data are the chapter's other
+    # convergence failure ("the generated images are garbage"), whoever wins in the losses
+    garbage = _unlike_data(snapshots)
+    if garbage is not None:
+        onset, resolution, ev = garbage
+        return Diagnosis(
+            "convergence-failure", "G's samples are not like the data", onset, resolution, ev + evidence, missing
+        )
+
+    # 6./7. the end of the run: oscillating or stable
     acc = _accuracy(series)
     if acc is None:
         missing.append("acc/real, acc/fake (who wins)")
@@ -369,6 +385,37 @@ def _collapse(snapshots) -> tuple[int | None | bool, int | None, list[str]] | No
     if not flags[-COLLAPSED_SNAPSHOTS:].all():
         return None, None, ev
     first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
+    return int(s[first]), resolution, ev
+
+
+def _unlike_data(snapshots) -> tuple[int, int | None, list[str]] | None:
+    """(onset, resolution, evidence) when the last ``COLLAPSED_SNAPSHOTS`` snapshots after the warm-up all
+    find G's samples far from the data (coverage ≤ ``COVERAGE_GARBAGE`` × ceiling; on the ring, quality
+    below ``RING_QUALITY``), else None."""
+    if C.DIV_QUALITY in snapshots:
+        s, v = snapshots[C.DIV_QUALITY]
+        flags, what = v < RING_QUALITY, [f"quality {q:.2f}" for q in v]
+        rule = f"share of samples within 3 sigma of a mode < {RING_QUALITY}"
+    elif C.DIV_COVERAGE in snapshots:
+        s, cov = snapshots[C.DIV_COVERAGE]
+        ceiling = snapshots.get(C.DIV_COVERAGE_CEILING, (s, np.ones(len(s))))[1]
+        rel = cov / np.where(ceiling > 0, ceiling, 1.0)
+        flags, what = rel <= COVERAGE_GARBAGE, [f"coverage {c:.2f} of ceiling {e:.2f}" for c, e in zip(cov, ceiling)]
+        rule = f"coverage ≤ {COVERAGE_GARBAGE} × ceiling"
+    else:
+        return None
+    s, flags, what = (
+        np.asarray(s)[WARMUP_SNAPSHOTS:],
+        np.asarray(flags, bool)[WARMUP_SNAPSHOTS:],
+        what[WARMUP_SNAPSHOTS:],
+    )
+    if len(s) < COLLAPSED_SNAPSHOTS or not flags[-COLLAPSED_SNAPSHOTS:].all():
+        return None
+    first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
+    at = ", ".join(str(int(x)) for x in s[-COLLAPSED_SNAPSHOTS:])
+    resolution = int(np.median(np.diff(s))) if len(s) > 1 else None
+    shown = " / ".join(what[-COLLAPSED_SNAPSHOTS:])
+    ev = [f"last snapshots (steps {at}): {shown} (rule: {rule} at the last {COLLAPSED_SNAPSHOTS})"]
     return int(s[first]), resolution, ev
 
 

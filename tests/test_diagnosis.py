@@ -436,3 +436,13 @@ def test_signatures_set_each_scenario_against_the_stable_run():
     assert sig.loc["st", "acc"] == pytest.approx(np.mean([s[C.ACC_REAL][100:].mean(), s[C.ACC_FAKE][100:].mean()]))
     out = signature_table(sig.reset_index())
     assert out["scenario"].tolist() == ["stable", "mode-collapse"] and out.loc[1, "duplicates"] == "0.97"
+
+
+def test_samples_unlike_the_data_at_the_end_are_convergence_failure_not_stable():
+    steps, s = _series()
+    snaps = _diverse_snapshots(steps)
+    st = snaps[C.DIV_COVERAGE][0]
+    snaps[C.DIV_COVERAGE] = (st, np.full(len(st), 0.03))  # G's samples near almost no real sample
+    d = decide(steps, s, snaps)
+    assert (d.verdict, d.subtype) == ("convergence-failure", "G's samples are not like the data")
+    assert decide(steps, s, snaps, final=False).verdict == "undecided"  # said at the end only
