@@ -5,7 +5,8 @@ Public API:
 - ``Config``, ``preset(name)``, ``PRESETS``: training configurations (plain dataclass).
 - ``train(config, tracking_uri=None, quiet=False) -> run_id``: train and log to MLflow.
 - ``LoopProbes(D, loss=..., order=...)``: the same metrics and probes from your own training loop.
-- ``gantrack.analysis``: ``load_runs``, ``oscillation``, ``oscillation_pairs``, ``explain``, ...
+- ``gantrack.analysis``: ``load_runs``, ``oscillation``, ``oscillation_pairs``, ``explain``, ``diagnose``, ...
+- ``gantrack.importers.import_file``: runs from other tools' logs (``gantrack import``).
 
 Importing gantrack changes nothing in the process (no matplotlib backend, no torch settings, no
 environment variables) and does not import torch until ``train`` is first used.
