@@ -29,7 +29,7 @@ def checkpoint_path(cfg, run_id: str) -> Path:
     return root / f"{run_id}.pt"
 
 
-def save(path: Path, gan, step: int, history: dict, per_sample) -> None:
+def save(path: Path, gan, step: int, history: dict, per_sample, events: list | None = None) -> None:
     """Write the checkpoint of ``gan`` after ``step`` (atomic: a kill mid-write keeps the previous one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -43,6 +43,9 @@ def save(path: Path, gan, step: int, history: dict, per_sample) -> None:
             "gen": gan.gen.get_state(),
             "history": history,
             "per_sample": per_sample.state() if per_sample else None,
+            # metrics logged at their own steps (diversity snapshots, div/batch_bins, the detector's
+            # decisions) as (key, step, value): a kill before the flush must not lose them either
+            "events": list(events or []),
         },
         tmp,
     )
@@ -61,7 +64,7 @@ def restore(path: Path, gan) -> dict:
     return state
 
 
-def log_missing_steps(mlclient, run_id: str, ckpt_step: int, history: dict) -> None:
+def log_missing_steps(mlclient, run_id: str, ckpt_step: int, history: dict, events: list | None = None) -> None:
     """A kill between writing a checkpoint and flushing its steps' metrics leaves the store behind the
     checkpoint: log those steps from the checkpoint's own history, so no step is skipped or doubled."""
     from mlflow.entities import Metric
@@ -77,5 +80,6 @@ def log_missing_steps(mlclient, run_id: str, ckpt_step: int, history: dict) -> N
         for key, values in history.items()
         if len(values) >= step
     ]
+    batch += [Metric(key, float(value), ts, int(step)) for key, step, value in events or [] if last < step <= ckpt_step]
     for i in range(0, len(batch), 1000):
         tracking.retry(mlclient.log_batch, run_id, metrics=batch[i : i + 1000])

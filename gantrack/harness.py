@@ -75,7 +75,7 @@ class GAN:
     d_before: nn.Module | None = None  # copy of D as it computed d_fake (probes only)
     cells: dict[str, torch.Tensor] | None = None  # last step's per-sample raw D scores per probe cell
     per_sample_state: dict | None = None  # per-sample probes restored from a checkpoint
-    prior_snapshots: dict | None = None  # a resumed run's diversity snapshots before the checkpoint
+    prior_events: list | None = None  # a resumed run's (key, step, value) logged at own steps, to the checkpoint
     x_gen: torch.Tensor | None = None  # G's batch of the last generator update (div/batch_bins)
 
     # Random numbers come from the CPU stream and move to the device: same seed, same inputs everywhere.
@@ -369,12 +369,8 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
     def setup():
         gan = build_gan(cfg, real)
         state = checkpoint.restore(path, gan)
-        checkpoint.log_missing_steps(store.client, run_id, state["step"], state["history"])
-        gan.prior_snapshots = {  # what the detector saw before the kill, up to the checkpoint
-            k: [(m.step, m.value) for m in store.client.get_metric_history(run_id, k) if m.step <= state["step"]]
-            for k in C.snapshot_keys()
-            if k.startswith("div/")
-        }
+        gan.prior_events = [tuple(e) for e in state.get("events", [])]
+        checkpoint.log_missing_steps(store.client, run_id, state["step"], state["history"], gan.prior_events)
         run.set_tag(C.TAG_RESUMED_FROM, str(state["step"]))
         return gan, state["step"] + 1, {k: list(v) for k, v in state["history"].items()}
 
@@ -404,8 +400,12 @@ def _loop(
 
     samples = SampleGrid(gan)
     monitor = run_monitor(cfg, gan)
+    events = list(gan.prior_events or [])  # metrics logged at their own steps (checkpointed with the run)
     if start > 1:
-        monitor.restore(history, gan.prior_snapshots or {})
+        snapshots: dict[str, list[tuple[int, float]]] = {}
+        for key, at, value in events:
+            snapshots.setdefault(key, []).append((at, value))
+        monitor.restore(history, snapshots)
     per_sample = None
     if cfg.probes and cfg.per_sample_probes:
         per_sample = (
@@ -444,8 +444,17 @@ def _loop(
                     raise TrainingDiverged(
                         f"non-finite {', '.join(bad)} at step {step} (rerun with --allow-nan to continue)"
                     )
+            # the step's own-step metrics before its checkpoint and flush: a kill loses none of them
+            extra, decided = monitor.after_step(step, metrics, gan.x_gen)
+            if extra:
+                run.log(step, extra.items())
+                events.extend((k, step, v) for k, v in extra.items())
+            if decided is not None:
+                run.set_tag(C.TAG_DIAGNOSIS, decided.verdict, best_effort=True)
+                if not quiet:
+                    bar.write(f"{_run_name(cfg)}: {decided.line()}")
             if ckpt is not None and step % cfg.checkpoint_every == 0:
-                checkpoint.save(ckpt, gan, step, history, per_sample)
+                checkpoint.save(ckpt, gan, step, history, per_sample, events)
             if step % flush_every == 0:
                 if ckpt is not None:
                     run.flush()  # the store must hold exactly the checkpoint's steps before training goes on
@@ -455,13 +464,6 @@ def _loop(
                 _log_samples(run, gan, samples, step, tmpdir)
             if not quiet and (step % 10 == 0 or step == steps):
                 bar.set_postfix({k[5:]: f"{history[k][-1]:.3f}" for k in (C.D_REAL, C.D_FAKE, C.G_LOSS)}, refresh=False)
-            extra, decided = monitor.after_step(step, metrics, gan.x_gen)
-            if extra:
-                run.log(step, extra.items())
-            if decided is not None:
-                run.set_tag(C.TAG_DIAGNOSIS, decided.verdict, best_effort=True)
-                if not quiet:
-                    bar.write(f"{_run_name(cfg)}: {decided.line()}")
             bar.update(1)
             if monitor.stop_reason:
                 run.set_tag(C.TAG_STOPPED, monitor.stop_reason, best_effort=True)

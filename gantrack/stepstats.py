@@ -171,6 +171,8 @@ class RunMonitor:
             self.detector.add(i + 1, {k: v[i] for k, v in history.items() if len(v) > i})
         by_step: dict[int, dict[str, float]] = {}
         for key, points in snapshots.items():
+            if key not in C.DIVERSITY_KEYS or key in (C.DIV_BATCH_BINS, C.DIV_BATCH_BINS_NULL):
+                continue  # the detector reads the snapshots only
             for step, value in points:
                 by_step.setdefault(step, {})[key] = value
         for step in sorted(by_step):

@@ -352,12 +352,14 @@ class _Divert(logging.Filter):
         self.target = target
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and record.name.startswith(
+        if record.levelno < logging.ERROR or not record.name.startswith(
             ("mlflow.store", "mlflow.tracking", "sqlalchemy")
         ):
+            return True
+        if not getattr(record, "gantrack_diverted", False):  # once, however many handlers see it
+            record.gantrack_diverted = True
             self.target.handle(record)
-            return False
-        return True
+        return False
 
 
 @contextmanager
