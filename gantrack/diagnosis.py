@@ -339,53 +339,50 @@ def _spacing(steps) -> int:
     return int(np.median(np.diff(steps))) if len(steps) > 1 else 1
 
 
+def _coverage(snapshots):
+    """(steps, coverage, ceiling, coverage over ceiling) of the snapshots."""
+    s, cov = snapshots[C.DIV_COVERAGE]
+    ceiling = snapshots.get(C.DIV_COVERAGE_CEILING, (s, np.ones(len(s))))[1]
+    return s, cov, ceiling, cov / np.where(ceiling > 0, ceiling, 1.0)
+
+
+def _judge(s, flags, what: list[str], rule: str) -> tuple[int | None | bool, int | None, list[str]]:
+    """A per-snapshot flag after the warm-up: (onset, resolution, evidence) with the onset the first
+    snapshot from which every later one is flagged when the last ``COLLAPSED_SNAPSHOTS`` all are, None
+    when they are not, False when there are too few snapshots after the warm-up to judge."""
+    n_all, w = len(s), WARMUP_SNAPSHOTS
+    s, flags, what = np.asarray(s)[w:], np.asarray(flags, bool)[w:], list(what)[w:]
+    if len(s) < COLLAPSED_SNAPSHOTS:
+        return False, None, [f"{n_all} diversity snapshots ({w} warm-up): {COLLAPSED_SNAPSHOTS} after it needed"]
+    at = ", ".join(str(int(x)) for x in s[-COLLAPSED_SNAPSHOTS:])
+    shown = " / ".join(what[-COLLAPSED_SNAPSHOTS:])
+    ev = [f"last snapshots (steps {at}): {shown} (rule: {rule} at the last {COLLAPSED_SNAPSHOTS} snapshots)"]
+    if not flags[-COLLAPSED_SNAPSHOTS:].all():
+        return None, None, ev
+    first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
+    resolution = int(np.median(np.diff(s))) if len(s) > 1 else None
+    return int(s[first]), resolution, ev
+
+
 def _collapse(snapshots) -> tuple[int | None | bool, int | None, list[str]] | None:
-    """(onset, resolution, evidence) of a collapse in the snapshots: onset None when not collapsed,
-    False when too few snapshots to judge; None when the run has no snapshots."""
+    """``_judge`` of a collapse in the snapshots; None when the run has no snapshots to read."""
     if C.DIV_MODES in snapshots:
         s, modes = snapshots[C.DIV_MODES]
         quality = snapshots.get(C.DIV_QUALITY, (s, np.ones(len(s))))[1]
         # collapse is high-quality samples on few modes (PacGAN, VEEGAN); samples on no mode are a G that
         # has not found the data, not a collapse
         flags = (modes <= RING_COLLAPSE) & (quality >= RING_QUALITY)
-        what = [f"{int(m)} of 8 ring modes covered, quality {q:.2f}" for m, q in zip(modes, quality)][
-            -COLLAPSED_SNAPSHOTS:
-        ]
-        rule = (
-            f"(rule: ≤ {RING_COLLAPSE} modes with quality ≥ {RING_QUALITY} at the last {COLLAPSED_SNAPSHOTS} snapshots)"
-        )
-    elif C.DIV_DUPLICATES in snapshots and C.DIV_COVERAGE in snapshots:
+        what = [f"{int(m)} of 8 ring modes covered, quality {q:.2f}" for m, q in zip(modes, quality)]
+        return _judge(s, flags, what, f"≤ {RING_COLLAPSE} modes with quality ≥ {RING_QUALITY}")
+    if C.DIV_DUPLICATES in snapshots and C.DIV_COVERAGE in snapshots:
         s, dup = snapshots[C.DIV_DUPLICATES]
-        s2, cov = snapshots[C.DIV_COVERAGE]
+        s2, cov, ceiling, rel = _coverage(snapshots)
         if len(s2) != len(s) or not np.array_equal(s, s2):
             return None
-        ceiling = snapshots.get(C.DIV_COVERAGE_CEILING, (s, np.ones(len(s))))[1]
-        rel = cov / np.where(ceiling > 0, ceiling, 1.0)
         flags = (dup >= DUP_COLLAPSE) & (rel <= COVERAGE_COLLAPSE)
-        what = [f"duplicates {d:.2f}, coverage {c:.2f} of ceiling {e:.2f}" for d, c, e in zip(dup, cov, ceiling)][
-            -COLLAPSED_SNAPSHOTS:
-        ]
-        rule = (
-            f"(rule: duplicates ≥ {DUP_COLLAPSE} and coverage ≤ {COVERAGE_COLLAPSE} × ceiling at the last "
-            f"{COLLAPSED_SNAPSHOTS} snapshots)"
-        )
-    else:
-        return None
-    n_all = len(s)
-    s, flags = np.asarray(s)[WARMUP_SNAPSHOTS:], np.asarray(flags, bool)[WARMUP_SNAPSHOTS:]
-    if len(s) < COLLAPSED_SNAPSHOTS:
-        return (
-            False,
-            None,
-            [f"{n_all} diversity snapshots ({WARMUP_SNAPSHOTS} warm-up): {COLLAPSED_SNAPSHOTS} after it needed"],
-        )
-    resolution = int(np.median(np.diff(s))) if len(s) > 1 else None
-    at = ", ".join(str(int(x)) for x in s[-COLLAPSED_SNAPSHOTS:])
-    ev = [f"last snapshots (steps {at}): {' / '.join(what)} {rule}"]
-    if not flags[-COLLAPSED_SNAPSHOTS:].all():
-        return None, None, ev
-    first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
-    return int(s[first]), resolution, ev
+        what = [f"duplicates {d:.2f}, coverage {c:.2f} of ceiling {e:.2f}" for d, c, e in zip(dup, cov, ceiling)]
+        return _judge(s, flags, what, f"duplicates ≥ {DUP_COLLAPSE} and coverage ≤ {COVERAGE_COLLAPSE} × ceiling")
+    return None
 
 
 def _unlike_data(snapshots) -> tuple[int, int | None, list[str]] | None:
@@ -394,29 +391,14 @@ def _unlike_data(snapshots) -> tuple[int, int | None, list[str]] | None:
     below ``RING_QUALITY``), else None."""
     if C.DIV_QUALITY in snapshots:
         s, v = snapshots[C.DIV_QUALITY]
-        flags, what = v < RING_QUALITY, [f"quality {q:.2f}" for q in v]
-        rule = f"share of samples within 3 sigma of a mode < {RING_QUALITY}"
+        judged = _judge(s, v < RING_QUALITY, [f"quality {q:.2f}" for q in v], f"quality < {RING_QUALITY}")
     elif C.DIV_COVERAGE in snapshots:
-        s, cov = snapshots[C.DIV_COVERAGE]
-        ceiling = snapshots.get(C.DIV_COVERAGE_CEILING, (s, np.ones(len(s))))[1]
-        rel = cov / np.where(ceiling > 0, ceiling, 1.0)
-        flags, what = rel <= COVERAGE_GARBAGE, [f"coverage {c:.2f} of ceiling {e:.2f}" for c, e in zip(cov, ceiling)]
-        rule = f"coverage ≤ {COVERAGE_GARBAGE} × ceiling"
+        s, cov, ceiling, rel = _coverage(snapshots)
+        what = [f"coverage {c:.2f} of ceiling {e:.2f}" for c, e in zip(cov, ceiling)]
+        judged = _judge(s, rel <= COVERAGE_GARBAGE, what, f"coverage ≤ {COVERAGE_GARBAGE} × ceiling")
     else:
         return None
-    s, flags, what = (
-        np.asarray(s)[WARMUP_SNAPSHOTS:],
-        np.asarray(flags, bool)[WARMUP_SNAPSHOTS:],
-        what[WARMUP_SNAPSHOTS:],
-    )
-    if len(s) < COLLAPSED_SNAPSHOTS or not flags[-COLLAPSED_SNAPSHOTS:].all():
-        return None
-    first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
-    at = ", ".join(str(int(x)) for x in s[-COLLAPSED_SNAPSHOTS:])
-    resolution = int(np.median(np.diff(s))) if len(s) > 1 else None
-    shown = " / ".join(what[-COLLAPSED_SNAPSHOTS:])
-    ev = [f"last snapshots (steps {at}): {shown} (rule: {rule} at the last {COLLAPSED_SNAPSHOTS})"]
-    return int(s[first]), resolution, ev
+    return judged if judged[0] is not None and judged[0] is not False else None
 
 
 def _tutorial_levels(series, acc) -> list[str]:
@@ -493,8 +475,8 @@ class Detector:
         self.decision = d
         return d
 
-    def update_to(self, step: int) -> None:
-        """The decision the detector would hold at ``step`` (a resumed run replays its history)."""
+    def update_to_now(self) -> None:
+        """The decision the detector holds after the history it has (a resumed run replays its history)."""
         d = self._decide(final=False)
         if d.verdict != "undecided":
             self.decision = d

@@ -177,8 +177,7 @@ class Reference:
     def load(cls, path: Path) -> Reference:
         with np.load(path, allow_pickle=False) as d:
             values = {f.name: d[f.name] for f in fields(cls)}
-        for name in ("kind",):
-            values[name] = str(values[name])
+        values["kind"] = str(values["kind"])
         for name in ("dim", "n", "snapshot"):
             values[name] = int(values[name])
         for name in ("z_threshold", "coverage_ceiling", "density_null", "duplicate_distance", "duplicates_null"):

@@ -186,6 +186,7 @@ class LoopProbes:
                 f"diversity_every must be >= 0 (0: once per pass over reference), got {diversity_every}"
             )
         self.monitor = RunMonitor(self.fam.name, stop_on=stop_on)  # an unknown mode fails here, before any run
+        self._latent_stream = torch.Generator().manual_seed(2_000_003)  # snapshot latents: a stream of their own
         self._stopped_tagged = False
         self.run: TrackedRun | None = None
         self.step = 0
@@ -426,8 +427,6 @@ class LoopProbes:
         """n of G's samples for a diversity snapshot: no gradients, G's BatchNorm statistics and torch's
         random stream untouched, latent points from a stream of the probes' own."""
         device = next(self.G.parameters()).device
-        if not hasattr(self, "_latent_stream"):
-            self._latent_stream = torch.Generator().manual_seed(2_000_003)
         with torch.no_grad(), torch.random.fork_rng(devices=[]), bn_stats_frozen(self.G):
             if callable(self.latent):
                 z = self.latent(n)

@@ -179,7 +179,7 @@ class RunMonitor:
             self.detector.add_snapshot(step, by_step[step])
         self._null_logged = n > 0
         if n:
-            self.detector.update_to(n)
+            self.detector.update_to_now()
 
     def final(self) -> Diagnosis:
         return self.detector.final()

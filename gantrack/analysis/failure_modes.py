@@ -189,15 +189,16 @@ def _levels(sub: pd.DataFrame) -> dict:
         s = sub[sub["key"] == key].sort_values("step")
         return float(s["value"].iloc[-1]) if len(s) else np.nan
 
-    out = {k[5:]: late(k).mean() for k in (C.D_REAL, C.D_FAKE, C.G_LOSS) if len(late(k))}
-    accs = [late(k).mean() for k in (C.ACC_REAL, C.ACC_FAKE) if len(late(k))]
+    halves = {k: late(k) for k in (C.D_REAL, C.D_FAKE, C.G_LOSS, C.ACC_REAL, C.ACC_FAKE, C.DIV_BATCH_BINS)}
+    out = {k[5:]: halves[k].mean() for k in (C.D_REAL, C.D_FAKE, C.G_LOSS) if len(halves[k])}
+    accs = [halves[k].mean() for k in (C.ACC_REAL, C.ACC_FAKE) if len(halves[k])]
     if accs:
         out["acc"] = float(np.mean(accs))
     out["duplicates"] = last(C.DIV_DUPLICATES)
     ceiling = last(C.DIV_COVERAGE_CEILING)
     out["coverage"] = last(C.DIV_COVERAGE) / ceiling if ceiling and np.isfinite(ceiling) else np.nan
-    if len(late(C.DIV_BATCH_BINS)):
-        out["batch_bins"] = late(C.DIV_BATCH_BINS).mean()
+    if len(halves[C.DIV_BATCH_BINS]):
+        out["batch_bins"] = halves[C.DIV_BATCH_BINS].mean()
     out["batch_bins_real"] = last(C.DIV_BATCH_BINS_NULL)
     a, b = late(C.probe_key("dbatch_before_gctx", "p")), late(C.probe_key("dbatch_before", "p"))
     if len(a) and len(b):
