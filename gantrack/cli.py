@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from .allocator import keep_freed_memory
+    from .cores import passive_wait_policy
+
+    passive_wait_policy()  # this process is ours and has not imported torch yet (gantrack.cores)
 
     keep_freed_memory()  # this process is ours: large tensors reuse heap memory (gantrack.allocator)
     parser = build_parser()

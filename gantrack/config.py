@@ -101,7 +101,7 @@ class Config:
     stop_on: str = ""
     checkpoint_every: int = 0  # steps between checkpoints (0: none); metrics are then flushed at checkpoints
     checkpoint_dir: str = ""  # default $GANTRACK_CHECKPOINT_DIR or ~/.cache/gantrack/checkpoints
-    threads: int = 0  # torch threads; 0 leaves torch's default
+    threads: int = 0  # torch threads; 0: the cores free for this run (gantrack.cores)
     # where and how fast (gantrack.device)
     device: str = "auto"  # auto: CUDA, then Apple MPS, then CPU; or cpu, cuda, cuda:N, mps
     precision: str = "fp32"  # "bf16": bfloat16 autocast for the models' forward passes (losses stay fp32)

@@ -151,6 +151,7 @@ TAG_STATUS = "gantrack.status"  # training → finished | failed | killed
 TAG_RESUMED_FROM = "gantrack.resumed_from_step"
 TAG_NONFINITE_STEP = "gantrack.nonfinite_step"  # first step with a NaN/inf loss
 TAG_LOOP_SECONDS, TAG_LOOP_CPU_SECONDS = "gantrack.loop_seconds", "gantrack.loop_cpu_seconds"
+TAG_THREADS = "gantrack.threads"  # torch threads the run trained with (gantrack.cores)
 TAG_SYNCED_FROM = "gantrack.synced_from"  # the spool file a run's metrics were uploaded from
 TAG_SWEEP_KEY, TAG_SWEEP_RESULT = "gantrack.sweep_key", "gantrack.sweep_result"
 # who trains a run, and when it last wrote: a RUNNING run whose process is gone is an orphan

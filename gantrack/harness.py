@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, checkpoint, data, diversity, figures, models, stepstats, tracking
+from . import __version__, checkpoint, cores, data, diversity, figures, models, stepstats, tracking
 from . import contract as C
 from .config import PRESETS, Config, validate
 from .device import autocast, resolve_device
@@ -381,11 +381,12 @@ def resume(run_id: str, tracking_uri: str | None = None, quiet: bool = False) ->
 def _guarded(cfg: Config, run: TrackedRun, steps: int, quiet: bool, setup) -> None:
     """Run the loop; on any failure end the run FAILED (Ctrl-C: KILLED) with the reason as a tag."""
     threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     try:
-        gan, start, history = setup()
-        _loop(cfg, run, gan, start, steps, history, quiet)
+        with cores.claim(cfg.threads) as n:  # the cores free for this run (gantrack.cores), claimed while it trains
+            torch.set_num_threads(n)
+            run.set_tag(C.TAG_THREADS, str(n))
+            gan, start, history = setup()
+            _loop(cfg, run, gan, start, steps, history, quiet)
     except BaseException as e:
         run.fail(e)
         raise

@@ -33,6 +33,7 @@ from typing import Any
 
 from . import tracking
 from .config import Config
+from .cores import free_cores
 from .errors import GantrackError, first_line
 from .gridpoint import carry_out, close_parent, parent_run, plan
 from .messages import warn
@@ -203,7 +204,9 @@ def _work_on(configs, grid, url: str, uri: str, key: str, label: str, options: d
 
 def _spawned_worker(*args) -> None:
     from .allocator import keep_freed_memory
+    from .cores import passive_wait_policy
 
+    passive_wait_policy()  # our own process, torch not yet imported (gantrack.cores)
     keep_freed_memory()
     worker(*args)
 
@@ -233,7 +236,7 @@ def shared_sweep(
     if storage.startswith("postgresql"):
         tracking.check_postgres(storage)
     options = dict(heartbeat=heartbeat, grace=grace, max_retry=max_retry, poll=poll)
-    threads = max(1, (os.cpu_count() or 2) // max(1, workers))  # one machine's cores shared by its workers
+    threads = max(1, free_cores() // max(1, workers))  # the cores free here, shared by this machine's workers
     configs = [c.replace(threads=c.threads or threads) for c in configs]
     args = (configs, grid, storage, tracking_uri, key, label, options)
     if workers <= 1:

@@ -8,6 +8,8 @@ config (tag ``gantrack.config_hash``): a finished run with the same hash is reus
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -169,6 +171,42 @@ def _g_period(sub: pd.DataFrame) -> tuple[float | None, float]:
     return float(osc["dominant_period"].iloc[0]), float(osc["peak_p"].iloc[0])
 
 
+@contextlib.contextmanager
+def one_study_at_a_time(experiment: str, tracking_uri: str | None):
+    """Hold this machine's lock on (store, experiment) while a study trains; a second study on the same
+    ones is refused in one line instead of training every point a second time (nothing claims a local
+    study's points as ``--storage`` claims a shared sweep's). Released when the process ends, however."""
+    import fcntl
+    import hashlib
+
+    from .cores import claims_dir
+    from .tracking import redact, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    folder = claims_dir().parent / "studies"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / (hashlib.sha256(f"{uri}|{experiment}".encode()).hexdigest()[:16] + ".lock"), "a+")
+    except OSError:  # no writable cache: studies run unguarded, as before
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise GantrackError(
+                f"another study ({holder}) is training experiment {experiment!r} on {redact(uri)}; "
+                "wait for it to end, then run this again to reuse its runs (or use another --experiment)"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
 def _checkpointed(cfg):
     """Studies checkpoint by default (as sweeps do), so a killed study resumes its runs; a run's identity
     (its config hash) does not include the setting, so finished runs are still reused."""
@@ -223,7 +261,8 @@ def chapter10(
         for s in CHAPTER10
         for seed in seeds
     ]
-    run_configs(configs, tracking_uri, workers, progress)
+    with one_study_at_a_time(experiment, tracking_uri):
+        run_configs(configs, tracking_uri, workers, progress)
     rs = load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
     checks = tutorial_checks(rs)
     return build_report(
@@ -258,7 +297,8 @@ def loss_families(
                 experiment=experiment, loss=fam, seed=int(seed), **(QUICK if quick else {}), **extra
             )
             configs.append(_checkpointed(apply_overrides(base, overrides or {})))
-    run_configs(configs, tracking_uri, workers, progress)
+    with one_study_at_a_time(experiment, tracking_uri):
+        run_configs(configs, tracking_uri, workers, progress)
     return build_report(experiment, tracking_uri, out_dir, progress=progress)
 
 

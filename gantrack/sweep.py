@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from . import contract as C
-from . import tracking
+from . import cores, tracking
 from .config import RUN_SETTINGS, Config, apply_overrides, load_toml, validate
 from .errors import GantrackError, first_line
 from .gridpoint import carry_out, close_parent, parent_run, plan, sweep_key
@@ -85,12 +84,13 @@ def _worker_terminated(signum, frame):
 
 
 def _worker_init() -> None:
-    """In each worker: SIGTERM ends the run KILLED through train's clean-up, not mid-write; freed memory is
-    reused (``allocator.keep_freed_memory``: the worker is gantrack's own process)."""
+    """In each worker: idle OpenMP threads sleep, SIGTERM ends the run KILLED through train's clean-up, not
+    mid-write, and freed memory is reused (the worker is gantrack's own process)."""
     import signal
 
     from .allocator import keep_freed_memory
 
+    cores.passive_wait_policy()  # before this worker first imports torch (gantrack.cores)
     signal.signal(signal.SIGTERM, _worker_terminated)
     keep_freed_memory()
 
@@ -136,7 +136,8 @@ def run_configs(
         )
     if not todo:
         return [i for i in ids if i is not None]
-    threads = max(1, (os.cpu_count() or 2) // max(1, min(workers, len(todo))))
+    # the cores free now (other gantrack trainings here claim theirs: gantrack.cores), shared by the workers
+    threads = max(1, cores.free_cores() // max(1, min(workers, len(todo))))
     errors = []
     bar = tqdm(total=len(todo), disable=not progress, desc="runs", unit="run")
     # spawn, not fork: a process that has run torch holds an OpenMP thread pool that a forked child
