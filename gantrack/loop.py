@@ -191,6 +191,7 @@ class LoopProbes:
         self.run: TrackedRun | None = None
         self.step = 0
         self._copy = None  # D before its update (order d-first only)
+        self._probe_modules = None  # (models, their modules, CUDA devices) for _probing, listed once
         self._recorder: PerSampleRecorder | None = None
         self._last_flush = time.monotonic()
         self._nonfinite = False
@@ -518,16 +519,36 @@ class LoopProbes:
         """No gradients, BatchNorm running statistics and torch's random stream as they were, D's
         mode as the G step uses it (and restored)."""
         models = [m for m in (self.D, self._copy) if m is not None]
-        modes = [m.training for m in models]
-        devices = [p.device.index for p in self.D.parameters() if p.device.type == "cuda"][:1]
+        if self._probe_modules is None or [id(m) for m in self._probe_modules[0]] != [id(m) for m in models]:
+            # listed once (walking the module tree costs more than a small critic's forward pass); models
+            # that override train() keep it being called, since the override may pin some layers' modes
+            subs = [mod for m in models for mod in m.modules()]
+            plain = all(type(mod).train is nn.Module.train for mod in subs)
+            devices = [p.device.index for p in self.D.parameters() if p.device.type == "cuda"][:1]
+            self._probe_modules = (models, subs if plain else None, devices)
+        models, subs, devices = self._probe_modules
+        want = self.g_context == "batch"
+        if subs is not None:
+            changed = [mod for mod in subs if mod.training != want]
+            modes = None
+        else:
+            modes = [m.training for m in models]
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=devices), bn_stats_frozen(*models):
-                for m in models:
-                    m.train(self.g_context == "batch")
+                if subs is not None:
+                    for mod in changed:
+                        mod.training = want
+                else:
+                    for m in models:
+                        m.train(want)
                 yield
         finally:
-            for m, mode in zip(models, modes):
-                m.train(mode)
+            if subs is not None:  # each module back to its own mode
+                for mod in changed:
+                    mod.training = not want
+            else:
+                for m, mode in zip(models, modes):
+                    m.train(mode)
 
     def _snapshot(self) -> None:
         """The copy takes D's weights and buffers (no autograd history: the copy is never trained)."""

@@ -218,3 +218,29 @@ def test_a_combined_d_batch_is_noticed_and_its_g_context_cell_measured_every_ste
     h = _probe_histories(store, probes.run_id)
     before, gctx = np.array(h["probe/dbatch_before/p"]), np.array(h["probe/dbatch_before_gctx/p"])
     assert len(before) == 8 and (np.abs(before - gctx) > 1e-4).all()
+
+
+class _PinnedBatchNorm(nn.Sequential):
+    """A D whose train() keeps its BatchNorm in eval mode (a frozen-statistics D, as some loops have)."""
+
+    def train(self, mode=True):
+        super().train(mode)
+        self[1].eval()
+        return self
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_the_probe_passes_leave_every_layers_mode_as_the_loop_set_it(store, pinned):
+    D, G = players(3)
+    if pinned:
+        D = _PinnedBatchNorm(*D)
+        D.train()
+    else:
+        D[2].eval()  # a mixed-mode D: one layer in eval while D trains (the old probes reset it to D's mode)
+    modes = [m.training for m in D.modules()]
+    probes = LoopProbes(D, order="d-first", experiment="modes", tracking_uri=store)
+    with probes:
+        user_loop("d-first", steps=3, probes=probes, models=(D, G))
+        assert [m.training for m in D.modules()] == modes
+        assert [m.training for m in probes._copy.modules()] == modes  # the copy is put back too
+    assert not probes._copy[1].training if pinned else probes._copy[1].training
