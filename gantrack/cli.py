@@ -155,7 +155,8 @@ def _study(args) -> int:
     experiment = args.experiment or ("chapter10" if args.name == "chapter10" else "loss-families")
     kw = dict(
         experiment=experiment,
-        quick=args.quick or not args.full,
+        # chapter10 without --quick/--full is the main job (studies.main_job_plan: the sizes for this machine)
+        quick=True if args.quick else False if args.full else (None if args.name == "chapter10" else True),
         tracking_uri=args.tracking_uri,
         out_dir=args.out,
         workers=args.workers,
@@ -296,12 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study", help="train (or reuse) a study's runs and write its report")
     s.add_argument("name", choices=["chapter10", "loss-families"])
-    s.add_argument("--seeds", help="comma-separated seeds (chapter10: 1,2; loss-families: 1)")
-    size = s.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="narrow models, minutes on a CPU (the default)")
-    size.add_argument(
-        "--full", action="store_true", help="the book's model sizes (about 4 min a run on 2 cores; docs/chapter10.md)"
+    s.add_argument(
+        "--seeds",
+        help="comma-separated seeds (chapter10: 1 on a CPU, 1,2,3 on a GPU, 1,2 with --quick/--full; loss-families: 1)",
     )
+    size = s.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_true", help="narrow models (G 16 / D 32 channels), about a minute a run on one core"
+    )
+    size.add_argument("--full", action="store_true", help="the book's model sizes for every run (docs/chapter10.md)")
     s.add_argument(
         "--arch", help="chapter10: comma-separated model variants, bn (2019 book) and/or nobn (2021 tutorial)"
     )

@@ -22,7 +22,18 @@ from .sweep import CHECKPOINT_EVERY, run_configs
 
 CHAPTER10 = ("stable", "mode-collapse", "convergence-failure", "convergence-failure-adam")
 FAMILIES = LOSS_FAMILIES
-QUICK = dict(width=0.125, d_width=0.5, sample_every=150)  # G 16, D 32 channels: ~1.5 min a run on one core
+QUICK = dict(width=0.125, d_width=0.5, sample_every=150)  # --quick: G 16, D 32 channels, ~1 min a run on one core
+BOOK = dict(width=1.0, d_width=1.0)  # --full: the book's G 128, D 64 channels
+# The main job on a CPU: per scenario, the cheapest model sizes whose tutorial signatures stay inside the
+# book-size study's (docs/chapter10.md, "The main job's model sizes": the width study that chose them)
+MAIN_JOB_CPU = {
+    "stable": dict(width=0.25, d_width=1.0, sample_every=150),
+    "mode-collapse": dict(width=1.0, d_width=1.0, sample_every=150),
+    "convergence-failure": dict(width=0.25, d_width=1.0, sample_every=150),
+    "convergence-failure-adam": dict(width=1.0, d_width=1.0, sample_every=150),
+}
+MAIN_JOB_CPU_SEEDS = (1,)
+GPU_SEEDS = (1, 2, 3)  # the book's sizes take seconds a run on a GPU: the whole seed set
 
 
 # --- the tutorial's descriptions, as checks -------------------------------------------------------
@@ -228,10 +239,58 @@ def _checks_markdown(checks: pd.DataFrame) -> str:
     return "\n".join(lines) + f"\n\n{n_ok} of {n_all} checkable statements agree with the tutorial."
 
 
+def _channels(sizes: dict) -> str:
+    return f"G {round(128 * sizes['width'])} / D {round(64 * (sizes['d_width'] or sizes['width']))} channels"
+
+
+def main_job_plan(device: str = "auto", seeds=None, quick: bool | None = None, precision: str | None = None):
+    """What ``chapter10`` trains: ({scenario: size fields}, seeds, the line that says so).
+
+    ``quick``: True for the narrow models (``QUICK``), False for the book's sizes, None (the main job)
+    for the book's sizes over ``GPU_SEEDS`` when ``device`` resolves to a GPU, else ``MAIN_JOB_CPU``
+    over ``MAIN_JOB_CPU_SEEDS``, in bfloat16 where the CPU has it in hardware, float32 elsewhere (a
+    ``precision`` set by the caller wins)."""
+    from .device import _cpu_has_bf16, resolve_device
+
+    dev = resolve_device(device)
+    if quick is True:
+        sizes, default_seeds, what = dict.fromkeys(CHAPTER10, QUICK), (1, 2), "narrow models (--quick)"
+    elif quick is False or dev.type != "cpu":
+        sizes = dict.fromkeys(CHAPTER10, BOOK)
+        default_seeds = GPU_SEEDS if (quick is None and dev.type != "cpu") else (1, 2)
+        what = "the book's sizes" + (f" on {_device_name(dev)}" if dev.type != "cpu" else "")
+    else:
+        bf16 = precision is None and _cpu_has_bf16()
+        sizes = {s: dict(v, precision="bf16") if bf16 else v for s, v in MAIN_JOB_CPU.items()}
+        default_seeds = MAIN_JOB_CPU_SEEDS
+        by_size: dict[str, list[str]] = {}
+        for s, v in MAIN_JOB_CPU.items():
+            by_size.setdefault(_channels(v) + (" (the book's)" if v["width"] == 1.0 else ""), []).append(s)
+        what = "CPU main job: " + "; ".join(f"{', '.join(v)} at {k}" for k, v in by_size.items())
+        what += (
+            f", {precision} (as set)"
+            if precision
+            else ", bfloat16 (this CPU has it in hardware)"
+            if bf16
+            else ", float32 (no bfloat16 in this CPU's hardware)"
+        )
+    seeds = tuple(seeds) if seeds else default_seeds
+    line = f"chapter10: {what}; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return sizes, seeds, line
+
+
+def _device_name(dev) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return f"the GPU ({torch.cuda.get_device_name(dev)})"
+    return f"the GPU ({dev.type})"
+
+
 def chapter10(
     experiment: str = "chapter10",
-    seeds=(1, 2),
-    quick: bool = True,
+    seeds=None,
+    quick: bool | None = None,
     tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
     workers: int = 2,
@@ -241,26 +300,36 @@ def chapter10(
 ):
     """Train (or reuse) the chapter-10 scenarios over ``seeds`` and model variants ``archs`` ("bn": the
     2019 book's BatchNorm listing, "nobn": the 2021 tutorial's) and write the comparative report.
-    ``overrides``: config fields set on every run (``precision``, ``device``, ...)."""
+
+    ``quick``: None (default) is the main job (``main_job_plan``: the book's sizes over three seeds on a
+    GPU; on a CPU the per-scenario sizes of ``MAIN_JOB_CPU`` over one seed); True the narrow models; False
+    the book's sizes. ``seeds``: default as the plan says. ``overrides``: config fields set on every run
+    (``precision``, ``device``, ...)."""
     from .analysis import load_runs
     from .analysis.report import build_report
 
-    if not seeds:
+    if seeds is not None and not list(seeds):
         raise GantrackError("chapter10 needs at least one seed")
     bad = [a for a in archs if a not in ARCHS]
     if bad or not archs:
         raise GantrackError(f"unknown arch {', '.join(bad) or '(none)'}; choose from: {', '.join(ARCHS)}")
+    device = str((overrides or {}).get("device", preset("stable").device))
+    precision = (overrides or {}).get("precision")  # an explicit precision wins over the plan's
+    sizes, seeds, line = main_job_plan(device, seeds, quick, str(precision) if precision else None)
+    if progress:
+        print(line, flush=True)
     configs = [
         _checkpointed(
             apply_overrides(
-                preset(s).replace(experiment=experiment, seed=int(seed), arch=arch, **(QUICK if quick else {})),
-                overrides or {},
+                preset(s).replace(experiment=experiment, seed=int(seed), arch=arch, **sizes[s]), overrides or {}
             )
         )
         for arch in archs
         for s in CHAPTER10
         for seed in seeds
     ]
+    # the widest first: two workers finish together when the long runs do not come last
+    configs.sort(key=lambda c: -(c.width**2 + (c.d_width or c.width) ** 2 / 8))
     with one_study_at_a_time(experiment, tracking_uri):
         run_configs(configs, tracking_uri, workers, progress)
     rs = load_runs(experiment, tracking_uri=tracking_uri, progress=progress)
