@@ -82,6 +82,7 @@ def test_a_second_study_on_the_same_store_and_experiment_is_refused_in_one_line(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "another study (pid " in lines[0] and "'busy'" in lines[0], out.stderr
     assert f"pid {os.getpid()}" in lines[0]
+    assert out.stdout.splitlines()[0].startswith("chapter10: ")  # the plan comes first (tests/test_main_job.py)
     assert not MlflowClient(store).search_experiments(filter_string="name = 'busy'")  # nothing was trained
     with one_study_at_a_time("other", store):  # another experiment on the same store is free
         pass

@@ -1,0 +1,41 @@
+"""What the main job (`gantrack study chapter10`) trains on this machine, and that it says so first."""
+
+import torch
+
+from gantrack import studies
+from gantrack.studies import BOOK, CHAPTER10, MAIN_JOB_CPU, QUICK, main_job_plan
+
+
+def test_on_a_cpu_without_bf16_the_main_job_is_the_per_scenario_sizes_in_float32(monkeypatch):
+    monkeypatch.setattr("gantrack.device._cpu_has_bf16", lambda: False)
+    sizes, seeds, line = main_job_plan("cpu")
+    assert sizes == MAIN_JOB_CPU and set(sizes) == set(CHAPTER10)
+    assert seeds == studies.MAIN_JOB_CPU_SEEDS
+    assert line.startswith("chapter10: CPU main job:") and "float32 (no bfloat16" in line
+    for s, v in MAIN_JOB_CPU.items():
+        assert s in line and studies._channels(v) in line
+
+
+def test_on_a_cpu_with_bf16_the_same_sizes_run_in_bfloat16_unless_a_precision_is_set(monkeypatch):
+    monkeypatch.setattr("gantrack.device._cpu_has_bf16", lambda: True)
+    sizes, _, line = main_job_plan("cpu")
+    assert all(v["precision"] == "bf16" for v in sizes.values()) and "bfloat16" in line
+    assert {s: {k: x for k, x in v.items() if k != "precision"} for s, v in sizes.items()} == MAIN_JOB_CPU
+    sizes, _, line = main_job_plan("cpu", precision="fp32")
+    assert sizes == MAIN_JOB_CPU and "fp32 (as set)" in line
+
+
+def test_on_a_gpu_the_main_job_is_the_books_sizes_over_three_seeds(monkeypatch):
+    monkeypatch.setattr("gantrack.device.resolve_device", lambda name, **kw: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "Test GPU")
+    sizes, seeds, line = main_job_plan("auto")
+    assert sizes == dict.fromkeys(CHAPTER10, BOOK) and seeds == (1, 2, 3)
+    assert line == "chapter10: the book's sizes on the GPU (Test GPU); seeds 1, 2, 3"
+    assert main_job_plan("auto", seeds=[4])[1] == (4,)  # the user's seeds win
+
+
+def test_quick_and_full_are_what_they_say():
+    sizes, seeds, line = main_job_plan("cpu", quick=True)
+    assert sizes == dict.fromkeys(CHAPTER10, QUICK) and seeds == (1, 2) and "--quick" in line
+    sizes, seeds, line = main_job_plan("cpu", quick=False)
+    assert sizes == dict.fromkeys(CHAPTER10, BOOK) and "the book's sizes" in line
