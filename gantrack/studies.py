@@ -66,6 +66,7 @@ def tutorial_checks(runset) -> pd.DataFrame:
             status = run.get("status", "")
             rows.append(
                 {
+                    "run_id": run["run_id"],
                     "scenario": scenario,
                     "arch": arch if isinstance(arch, str) else "",
                     "seed": seed,
@@ -78,9 +79,10 @@ def tutorial_checks(runset) -> pd.DataFrame:
             continue
         late = _late(wide)
 
-        def add(stat, says, value, ok, scenario=scenario, seed=seed, arch=arch):  # bound now: used in this iteration
+        def add(stat, says, value, ok, scenario=scenario, seed=seed, arch=arch, run_id=run["run_id"]):  # bound now
             rows.append(
                 {
+                    "run_id": run_id,
                     "scenario": scenario,
                     "arch": arch if isinstance(arch, str) else "",
                     "seed": seed,
@@ -120,11 +122,12 @@ def tutorial_checks(runset) -> pd.DataFrame:
                     f"{100 * fake_acc:.0f} %",
                     bool(fake_acc >= 0.9),
                 )
-                period, p = _g_period(sub)
+                period, lo, hi, p = _g_period(sub)
+                interval = "" if not (lo == lo and hi == hi) else f" [{lo:.1f}, {hi:.1f}]"
                 add(
-                    "dominant period of g (after burn-in)",
+                    "dominant period of g [95 % CI] (after burn-in)",
                     f"about 25 model updates (book sizes: {MODE_COLLAPSE_PERIOD[0]}-{MODE_COLLAPSE_PERIOD[1]})",
-                    "—" if period is None else f"{period:.1f} steps (peak p {p:.3f})",
+                    "—" if period is None else f"{period:.1f}{interval} steps (peak p {p:.3f})",
                     period is not None and p < 0.05 and MODE_COLLAPSE_PERIOD[0] <= period <= MODE_COLLAPSE_PERIOD[1],
                 )
         elif scenario == "convergence-failure":
@@ -172,14 +175,16 @@ def _for_good(flag: pd.Series) -> int | None:
 MODE_COLLAPSE_PERIOD = (18.7, 29.5)
 
 
-def _g_period(sub: pd.DataFrame) -> tuple[float | None, float]:
-    """g's dominant period (steps) and the red-noise test's p-value (``analysis.measures``)."""
+def _g_period(sub: pd.DataFrame) -> tuple[float | None, float, float, float]:
+    """g's dominant period (steps), its block-bootstrap interval and the red-noise test's p-value
+    (``analysis.measures``)."""
     from .analysis.measures import oscillation
 
-    osc = oscillation(sub[sub["key"] == C.G_LOSS], keys=[C.G_LOSS], n_boot=50)
+    osc = oscillation(sub[sub["key"] == C.G_LOSS], keys=[C.G_LOSS], n_boot=200)
     if osc.empty or osc["reason"].iloc[0]:
-        return None, float("nan")
-    return float(osc["dominant_period"].iloc[0]), float(osc["peak_p"].iloc[0])
+        return None, float("nan"), float("nan"), float("nan")
+    r = osc.iloc[0]
+    return float(r["dominant_period"]), float(r["period_lo"]), float(r["period_hi"]), float(r["peak_p"])
 
 
 @contextlib.contextmanager

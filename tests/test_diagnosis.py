@@ -400,8 +400,8 @@ def test_tutorial_checks_state_the_mode_collapse_period_fake_accuracy_and_the_ad
         }
     )
     checks = tutorial_checks(RunSet(runs=runs, metrics=metrics)).set_index("statistic")
-    period = checks.loc["dominant period of g (after burn-in)"]
-    assert period["agrees"] and period["measured"].startswith(("24.", "25."))
+    period = checks.loc["dominant period of g [95 % CI] (after burn-in)"]
+    assert period["agrees"] and period["measured"].startswith(("24.", "25.")) and " [" in period["measured"]
     assert checks.loc["mean fake accuracy (2nd half)", "agrees"]
     onset = checks.loc["step from which d_real, d_fake < 0.05 for good"]
     assert onset["measured"] == "3" and onset["agrees"]

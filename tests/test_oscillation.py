@@ -260,3 +260,18 @@ def test_a_trend_with_fewer_than_two_cycles_is_no_period():
     o = _rates({"r": np.sin(np.pi * t / 200) + 0.01 * np.random.default_rng(0).standard_normal(200)}, 200)
     assert o["dominant_period"].iloc[0] <= o["n"].iloc[0] / 2
     assert o["peak_p"].iloc[0] > 0.05
+
+
+def test_the_period_interval_covers_a_known_period_and_is_wide_for_noise():
+    """A 25-step oscillation over 450 steps (the mode-collapse run's length): the bootstrap interval holds
+    25 and spans less than 1.5x (the Welch resolution at 256-step segments is most of it); white noise's
+    "period" interval is NaN or spans several-fold."""
+    rng = np.random.default_rng(1)
+    t = np.arange(450)
+    for amp in (2.0, 0.8):
+        x = amp * np.sin(2 * np.pi * t / 25.0 + 0.3) + rng.standard_normal(450)
+        o = oscillation(frame(f"a{amp}", "x", x), n_boot=200).iloc[0]
+        assert o.period_lo <= 25.0 <= o.period_hi and o.period_lo <= o.dominant_period <= o.period_hi
+        assert o.period_hi / o.period_lo < 1.5
+    noise = oscillation(frame("w", "x", rng.standard_normal(450)), n_boot=200).iloc[0]
+    assert np.isnan(noise.period_lo) or noise.period_hi / noise.period_lo > 2

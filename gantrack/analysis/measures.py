@@ -48,7 +48,8 @@ Estimators (each also documented at its function):
   tests/data/iat_reference.json; ArviZ's public ``ess`` also splits the chain), which measures zero-frequency power: an
   oscillating series can have ``iat`` < 1. ``ljungbox_p``: Ljung-Box Q at ``min(20, n // 5)``
   lags (it tests any autocorrelation, not oscillation, and rejects on any long drifting series).
-- CIs: circular block bootstrap (Politis & Romano 1992), percentile 95 % intervals from
+- CIs: circular block bootstrap (Politis & Romano 1992; for the dominant period too, each resample's
+  peak found as above), percentile 95 % intervals from
   ``n_boot=500`` resamples with a fixed ``seed``; block length
   ``max(ceil(n^(1/3)), ceil(3 × dominant period))`` capped at n // 4, so blocks span several
   periods; pairs are resampled jointly (same indices for both series).
@@ -86,6 +87,8 @@ COLUMNS = {
     "total_power": "integral of the Welch PSD (≈ detrended variance)",
     "dominant_frequency": "the PSD's largest bin with ≥ 2 cycles in the window, parabola-refined (cycles/step)",
     "dominant_period": "1 / dominant_frequency (steps)",
+    "period_lo": "lower bound of dominant_period's block-bootstrap CI (NaN if under half the resamples have a peak)",
+    "period_hi": "upper bound of dominant_period's CI",
     "peak_ratio": "PSD at the peak over the red-noise background (AR(1) spectrum fitted to the PSD)",
     "peak_p": "Monte Carlo p-value of the largest ratio over the searched bins against AR(1) red noise",
     "ar2_period": "period of an AR(2) Yule-Walker fit when its roots are complex (steps)",
@@ -490,6 +493,7 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
         idx = block_indices(n, b, opt.n_boot, series_rng(opt.seed, s.run_id, s.key))
         boot = s.raw[idx]
         bm, bs = boot.mean(axis=1), boot.std(axis=1, ddof=1)
+        period_lo, period_hi = _period_interval(s.x[idx], spacing, opt, alpha)
         p2, r2 = ar2(s.x)
         peak_p = red_noise_p(s.x, spacing, opt, series_rng(opt.seed, s.run_id, s.key, "peak"))
         row = {
@@ -516,11 +520,26 @@ def _measure_group(group: list[Series], opt: Options) -> list[dict]:
             "std_lo": np.quantile(bs, alpha),
             "std_hi": np.quantile(bs, 1 - alpha),
             "peak_p": peak_p,
+            "period_lo": period_lo,
+            "period_hi": period_hi,
             "reason": "",
         }
         row.update({name: float(v[j]) for name, v in spec.items()})
         rows.append(row)
     return rows
+
+
+def _period_interval(boot: np.ndarray, spacing: int, opt: Options, alpha: float) -> tuple[float, float]:
+    """Percentile interval of the dominant period over block-bootstrap resamples of the detrended series
+    (blocks span at least three periods, so each resample keeps whole cycles and the joins add noise, not
+    a new period); NaN when fewer than half the resamples have a peak at all."""
+    seg = min(opt.nperseg, boot.shape[1])
+    fz, pz = welch_psd(boot, spacing, seg, nfft=4 * seg)
+    f, _ = peak_frequency(fz, pz, n=boot.shape[1], spacing=spacing)
+    periods = 1.0 / f[np.isfinite(f) & (f > 0)]
+    if len(periods) < len(boot) / 2:
+        return np.nan, np.nan
+    return float(np.quantile(periods, alpha)), float(np.quantile(periods, 1 - alpha))
 
 
 def _groups(series: list[Series]) -> dict[tuple[int, int], list[Series]]:
