@@ -6,7 +6,8 @@ trainings started together on 2 cores at 2 threads each took 195.8 s where one t
 proportion to the cores they get. Two things fix it:
 
 - **threads from the free cores.** A training that does not set ``threads`` takes the cores of its CPU
-  affinity less those already claimed by other gantrack trainings on this machine (at least 1). Each
+  affinity less those already claimed by other gantrack trainings on this machine (at least 1, at most
+  ``OMP_NUM_THREADS`` when the environment sets it). Each
   training claims its threads in ``$GANTRACK_CACHE_DIR/cores`` (default ``~/.cache/gantrack/cores``) for
   as long as it trains: one small file per process, ignored once that process is gone. Choosing and
   claiming happen under one file lock, so trainings started together see each other.
@@ -58,6 +59,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it names a positive count: the user's cap on threads per process."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
 def claimed_by_others(folder: Path | None = None) -> int:
     """Threads claimed by live gantrack trainings other than this process (stale claims are removed)."""
     folder = folder or claims_dir()
@@ -88,7 +98,8 @@ def free_cores(folder: Path | None = None) -> int:
 @contextlib.contextmanager
 def claim(requested: int = 0, folder: Path | None = None) -> Iterator[int]:
     """Claim threads for one training and yield how many: ``requested`` when it is set (a user's or a
-    sweep's explicit choice, still claimed so others see it), else the free cores. A process's nested
+    sweep's explicit choice, still claimed so others see it), else the free cores, at most
+    ``OMP_NUM_THREADS`` where the environment sets it. A process's nested
     claims (a sweep worker training twice) replace each other; the claim is released on exit."""
     folder = folder or claims_dir()
     mine = folder / f"{os.getpid()}.json"
@@ -96,7 +107,7 @@ def claim(requested: int = 0, folder: Path | None = None) -> Iterator[int]:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # choose and claim atomically: simultaneous starts see each other
-            threads = requested or max(1, machine_cores() - claimed_by_others(folder))
+            threads = requested or min(max(1, machine_cores() - claimed_by_others(folder)), env_threads() or 1 << 30)
             mine.write_text(json.dumps({"threads": threads}))
     except OSError:  # a read-only home: fall back to the explicit choice or every core, unclaimed
         yield requested or machine_cores()

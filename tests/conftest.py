@@ -11,6 +11,10 @@ import pytest
 from pgserver import PG_BIN, Postgres, free_port  # noqa: F401  (tests import these from here)
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+# One torch thread per process (set before torch is imported, inherited by every process a test starts):
+# the suite's models are tiny, and two spinning OpenMP threads per process on a 2-core machine, while a
+# test's server or trainer subprocess runs beside it, made steps several times slower (gantrack.cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 # The servers the tests start (and `gantrack ui`, which sets the same) run without MLflow's GenAI job
 # runner: eight processes and ~25 s of CPU per server start that no test uses (gantrack.ui.UI_ENV).

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import torch
 from mlflow.tracking import MlflowClient
 
 import gantrack
@@ -23,7 +24,8 @@ def _claim_for(pid: int, threads: int) -> None:
     (folder / f"{pid}.json").write_text(json.dumps({"threads": threads}))
 
 
-def test_a_claim_takes_the_free_cores_and_is_released():
+def test_a_claim_takes_the_free_cores_and_is_released(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite caps its processes at one thread
     with cores.claim() as n:
         assert n == cores.machine_cores()
         assert (cores.claims_dir() / f"{os.getpid()}.json").is_file()
@@ -33,7 +35,18 @@ def test_a_claim_takes_the_free_cores_and_is_released():
         assert json.loads((cores.claims_dir() / f"{os.getpid()}.json").read_text()) == {"threads": 3}
 
 
-def test_live_claims_of_others_count_and_dead_ones_are_dropped():
+def test_omp_num_threads_caps_the_free_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with cores.claim() as n:
+        assert n == 1
+    with cores.claim(2) as n:  # an explicit choice is the user's
+        assert n == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert cores.env_threads() is None
+
+
+def test_live_claims_of_others_count_and_dead_ones_are_dropped(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     other = spawn([sys.executable, "-c", "import time; time.sleep(60)"])
     _claim_for(other.pid, cores.machine_cores() - 1)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -46,7 +59,9 @@ def test_live_claims_of_others_count_and_dead_ones_are_dropped():
     assert cores.free_cores() == 1
 
 
-def test_a_training_takes_the_threads_left_by_another(store):
+def test_a_training_takes_the_threads_left_by_another(store, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert torch.get_num_threads() == 1  # the suite's own cap (conftest), set before torch was imported
     other = spawn([sys.executable, "-c", "import time; time.sleep(120)"])
     _claim_for(other.pid, cores.machine_cores())
     cfg = preset("stable").replace(width=0.0625, d_width=0.25, steps=3, sample_every=0, diversity_every=-1)

@@ -55,7 +55,8 @@ def test_a_study_killed_mid_way_recovers_on_the_same_command(tmp_path):
     """SIGKILL to a running study's process group, then the same command: the report is written, every
     point has exactly one FINISHED run, and the killed runs were resumed or closed KILLED with the reason."""
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    cmd = [sys.executable, "-m", "gantrack.cli", "study", "chapter10", "--seeds", "1", "--set", "steps=60"]
+    cmd = [sys.executable, "-m", "gantrack.cli", "study", "chapter10", "--quick", "--seeds", "1", "--set", "steps=60"]
+    cmd += ["--set", "width=0.0625", "--set", "d_width=0.25"]
     cmd += ["--experiment", "k", "--tracking-uri", uri, "--out", str(tmp_path / "rep")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
