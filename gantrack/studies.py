@@ -241,7 +241,14 @@ def _checks_markdown(checks: pd.DataFrame) -> str:
     ]
     n_ok = int((checks["agrees"] == True).sum())  # noqa: E712
     n_all = int(checks["agrees"].notna().sum())
-    return "\n".join(lines) + f"\n\n{n_ok} of {n_all} checkable statements agree with the tutorial."
+    out = "\n".join(lines) + f"\n\n{n_ok} of {n_all} checkable statements agree with the tutorial."
+    misses = t[checks["agrees"] == False]  # noqa: E712
+    if len(misses):
+        out += " Not reproduced here:\n\n" + "\n".join(
+            f"- {r.scenario} (seed {r.seed}): {r.statistic} — tutorial: {r.tutorial}; measured: {r.measured}"
+            for r in misses.itertuples()
+        )
+    return out
 
 
 def _channels(sizes: dict) -> str:

@@ -39,3 +39,19 @@ def test_quick_and_full_are_what_they_say():
     assert sizes == dict.fromkeys(CHAPTER10, QUICK) and seeds == (1, 2) and "--quick" in line
     sizes, seeds, line = main_job_plan("cpu", quick=False)
     assert sizes == dict.fromkeys(CHAPTER10, BOOK) and "the book's sizes" in line
+
+
+def test_the_check_table_names_every_statement_not_reproduced_with_its_value():
+    import pandas as pd
+
+    from gantrack.studies import _checks_markdown
+
+    rows = [
+        ("stable", 1, "mean g (2nd half)", "1.0-2.0", "0.91", False),
+        ("mode-collapse", 1, "mean fake accuracy (2nd half)", "many around 100 %", "99 %", True),
+        ("mode-collapse", 1, "mean g (2nd half)", "(no figure given)", "1.4", None),
+    ]
+    t = pd.DataFrame(rows, columns=["scenario", "seed", "statistic", "tutorial", "measured", "agrees"])
+    md = _checks_markdown(t.assign(run_id="r", arch="bn"))
+    assert "1 of 2 checkable statements agree" in md
+    assert md.count("\n- ") == 1 and "- stable (seed 1): mean g (2nd half) — tutorial: 1.0-2.0; measured: 0.91" in md
