@@ -9,7 +9,7 @@ holds its output.
 
 Sizes (G width, D width; 1 = the book's 128 / 64 channels): (0.25, 1) and (0.5, 1) for every scenario;
 for the two whose signatures need more (mode collapse, the Adam defaults) also (0.125, 0.5), the old
-main job, and (1, 1), the book's, in float32 and, on a CPU that has it, bfloat16.
+main job, (0.75, 1) and (1, 1), the book's, in float32 (the book's also in bfloat16 on a CPU that has it).
 """
 
 import argparse
@@ -24,7 +24,7 @@ from gantrack.sweep import run_configs
 
 SIZES = [(0.25, 1.0), (0.5, 1.0)]
 HARD = ("mode-collapse", "convergence-failure-adam")  # also at the old main job's and the book's sizes
-HARD_SIZES = [(0.125, 0.5), (1.0, 1.0)]
+HARD_SIZES = [(0.125, 0.5), (0.75, 1.0), (1.0, 1.0)]
 
 
 def configs(experiment: str, seeds: list[int], bf16: bool) -> list:

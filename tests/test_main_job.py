@@ -16,10 +16,11 @@ def test_on_a_cpu_without_bf16_the_main_job_is_the_per_scenario_sizes_in_float32
         assert s in line and studies._channels(v) in line
 
 
-def test_on_a_cpu_with_bf16_the_same_sizes_run_in_bfloat16_unless_a_precision_is_set(monkeypatch):
+def test_on_a_cpu_with_bf16_the_scenarios_shown_safe_run_in_bfloat16_unless_a_precision_is_set(monkeypatch):
     monkeypatch.setattr("gantrack.device._cpu_has_bf16", lambda: True)
     sizes, _, line = main_job_plan("cpu")
-    assert all(v["precision"] == "bf16" for v in sizes.values()) and "bfloat16" in line
+    assert {s for s, v in sizes.items() if v.get("precision") == "bf16"} == set(studies.MAIN_JOB_BF16)
+    assert "bfloat16" in line and "float32 elsewhere" in line
     assert {s: {k: x for k, x in v.items() if k != "precision"} for s, v in sizes.items()} == MAIN_JOB_CPU
     sizes, _, line = main_job_plan("cpu", precision="fp32")
     assert sizes == MAIN_JOB_CPU and "fp32 (as set)" in line
