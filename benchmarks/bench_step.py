@@ -145,9 +145,11 @@ def _variant(conn, name: str, arch: str, spec: dict, threads: int, widths: tuple
         with FlopCounterMode(display=False) as counter:
             gan_step(gan)
         flops = counter.get_total_flops()
-    rates = (_gemm_rate(torch.float32), _gemm_rate(torch.bfloat16)) if name == "fp32" else None
-    conn.send(("ready", warm, flops, rates))
-    while (n := conn.recv()) > 0:
+    conn.send(("ready", warm, flops))
+    while (n := conn.recv()) != 0:
+        if n < 0:  # asked alone, after the rounds: the others are idle, so the rate is this machine's
+            conn.send((_gemm_rate(torch.float32), _gemm_rate(torch.bfloat16) if _has_bf16() else float("nan")))
+            continue
         t = time.perf_counter()
         for _ in range(n):
             gan_step(gan)
@@ -185,17 +187,18 @@ def main() -> None:
         procs[name].start()
         conns[name] = parent
     try:
-        warm, flops, rates = {}, {}, None
+        warm, flops = {}, {}
         for name in variants:  # warm-up (and compilation) is not timed in the rounds
-            tag, warm[name], flops[name], r = conns[name].recv()
+            tag, warm[name], flops[name] = conns[name].recv()
             assert tag == "ready"
-            rates = rates or r
         times = {name: [] for name in variants}
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(variants)[::-1]  # ABBA: linear drift cancels
             for name in order:
                 conns[name].send(args.steps)
                 times[name].append(conns[name].recv() / args.steps)
+        conns["fp32"].send(-1)
+        rates = conns["fp32"].recv()
     finally:
         for conn in conns.values():
             try:
@@ -219,7 +222,8 @@ def main() -> None:
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; bf16 in hardware: "
         f"{_has_bf16()}; one step = {step_flops / 1e9:.1f} GFLOP (torch's FLOP counter); measured GEMM rate "
-        f"fp32 {rates[0] / 1e9:.0f}, bf16 {rates[1] / 1e9:.0f} GFLOP/s -> fp32 floor {floor:.3f} s/step"
+        f"fp32 {rates[0] / 1e9:.0f}, bf16 {rates[1] / 1e9:.0f} GFLOP/s -> fp32 floor {floor:.3f} s/step, "
+        f"bf16 floor {step_flops / rates[1]:.3f} s/step"
     )
     print(
         f"{'variant':<14} {'s/step':>8}  {'speed-up vs naive fp32 [95% CI]':<34} {'fp32 floor':>10} "
