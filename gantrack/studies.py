@@ -30,7 +30,7 @@ MAIN_JOB_CPU = {
     "stable": dict(width=0.25, d_width=1.0, sample_every=150),
     "mode-collapse": dict(width=1.0, d_width=1.0, sample_every=150),
     "convergence-failure": dict(width=0.25, d_width=1.0, sample_every=150),
-    "convergence-failure-adam": dict(width=0.5, d_width=1.0, sample_every=150),
+    "convergence-failure-adam": dict(width=0.75, d_width=1.0, sample_every=150),
 }
 # where bfloat16 was shown not to move the scenario's signatures (docs/chapter10.md, bf16 against fp32 at
 # the book's sizes): there the main job runs in bf16 on a CPU that has it in hardware, float32 elsewhere
