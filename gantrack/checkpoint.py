@@ -8,7 +8,6 @@ nor doubles a step (``log_missing_steps`` covers a kill between the two).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,16 +15,13 @@ import torch
 
 from . import contract as C
 from . import tracking
+from .paths import own_dir
 
 
 def checkpoint_path(cfg, run_id: str) -> Path:
     """``<dir>/<run_id>.pt``; the folder: the config's ``checkpoint_dir``, ``$GANTRACK_CHECKPOINT_DIR``
     or ``~/.cache/gantrack/checkpoints``."""
-    root = Path(
-        cfg.checkpoint_dir
-        or os.environ.get("GANTRACK_CHECKPOINT_DIR")
-        or Path.home() / ".cache" / "gantrack" / "checkpoints"
-    )
+    root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else own_dir("GANTRACK_CHECKPOINT_DIR", "checkpoints")
     return root / f"{run_id}.pt"
 
 

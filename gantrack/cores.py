@@ -27,6 +27,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .paths import cache_dir
+
 WAIT_POLICY = "PASSIVE"
 
 
@@ -46,7 +48,7 @@ def machine_cores() -> int:
 
 
 def claims_dir() -> Path:
-    return Path(os.environ.get("GANTRACK_CACHE_DIR") or Path.home() / ".cache" / "gantrack") / "cores"
+    return cache_dir("cores")
 
 
 def _alive(pid: int) -> bool:

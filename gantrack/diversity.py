@@ -51,6 +51,7 @@ import torch
 from scipy import stats
 from scipy.cluster.vq import kmeans2
 
+from . import paths
 from .errors import GantrackError
 
 SNAPSHOT_IMAGES = 1000  # G's samples per snapshot for images (the NDB paper's tests use 1,000-20,000)
@@ -288,7 +289,7 @@ def snapshot_metrics(samples, ref: Reference) -> dict[str, float]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GANTRACK_CACHE_DIR") or Path.home() / ".cache" / "gantrack") / "reference"
+    return paths.cache_dir("reference")
 
 
 _MEMORY: dict[str, Reference] = {}

@@ -25,12 +25,13 @@ import time
 from pathlib import Path
 
 from .errors import GantrackError, store_failure
+from .paths import own_dir
 
 MANIFEST, METRICS = "manifest.json", "metrics.jsonl"
 
 
 def spool_dir() -> Path:
-    return Path(os.environ.get("GANTRACK_SPOOL_DIR") or Path.home() / ".cache" / "gantrack" / "spool")
+    return own_dir("GANTRACK_SPOOL_DIR", "spool")
 
 
 class Spool:

@@ -200,11 +200,11 @@ def one_study_at_a_time(experiment: str, tracking_uri: str | None):
     import fcntl
     import hashlib
 
-    from .cores import claims_dir
+    from .paths import cache_dir
     from .tracking import redact, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    folder = claims_dir().parent / "studies"
+    folder = cache_dir("studies")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = open(folder / (hashlib.sha256(f"{uri}|{experiment}".encode()).hexdigest()[:16] + ".lock"), "a+")

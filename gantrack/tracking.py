@@ -27,6 +27,7 @@ from typing import Any
 from . import contract as C
 from .errors import GantrackError, first_line, store_failure
 from .messages import warn
+from .paths import own_dir
 
 # MLflow 3 opens experiments as GenAI unless the experiment tag says model training
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = C.EXPERIMENT_KIND_TAG, C.EXPERIMENT_KIND
@@ -320,7 +321,7 @@ def scoped_env(**values: str):
 
 
 def log_dir() -> Path:
-    return Path(os.environ.get("GANTRACK_LOG_DIR") or Path.home() / ".cache" / "gantrack" / "logs")
+    return own_dir("GANTRACK_LOG_DIR", "logs")
 
 
 class _ErrorFile(logging.Handler):

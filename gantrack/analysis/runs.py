@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import keymaps
+from .. import keymaps, paths
 from ..errors import GantrackError, first_line
 from ..tracking import check_postgres, redact, resolve_tracking_uri, scoped_env
 from ..tracking import client as make_client
@@ -74,7 +74,7 @@ class RunSet:
             raise GantrackError("this RunSet was not loaded from MLflow: pass per_sample= explicitly")
         row = self.runs.loc[self.runs["run_id"] == run_id]
         status = row["status"].iloc[0] if len(row) and "status" in row else ""
-        cache = (self.cache_dir or default_cache_dir()) / "per_sample" / f"{run_id}.npz"
+        cache = (self.cache_dir or paths.cache_dir()) / "per_sample" / f"{run_id}.npz"
         if status in TERMINAL and cache.is_file():
             return read_per_sample(cache)
         mlclient = make_client(self.tracking_uri)
@@ -165,10 +165,6 @@ def _fingerprint(uri: str, run) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GANTRACK_CACHE_DIR") or Path.home() / ".cache" / "gantrack")
-
-
 def load_runs(
     experiment: str | Iterable[str] | None = None,
     filter: str = "",
@@ -218,7 +214,7 @@ def load_runs(
 
     wanted = None if keys is None else set(keys)
     renames = keymaps.check(key_map, {r.info.run_id: set(r.data.metrics) for r in runs}) if key_map else {}
-    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_root = Path(cache_dir) if cache_dir else paths.cache_dir()
     frames, todo = [], {}
     for run in runs:
         path = cache_root / "runs" / f"{run.info.run_id}-{_fingerprint(uri, run)}.parquet"
