@@ -39,32 +39,52 @@ INTENDED = {
 }
 BOOK_ONSET = {"convergence-failure": (20, 30), "convergence-failure-adam": (2, 3)}
 WIDTHS = {"G16/D32": dict(width=0.125, d_width=0.5), "G32/D32": dict(width=0.25, d_width=0.5)}
+MAIN_JOB_STABLE = dict(width=0.25, d_width=1.0)  # G 32 / D 64
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-ROUNDS = {  # seeds of the chapter's scenarios, of the loss families, of the rings; round 2 is fresh
+ROUNDS = {  # seeds of the chapter's scenarios, of the loss families, of the rings; each round's are fresh
     1: ((1, 2, 3), (1,), (1, 2)),
     2: ((4, 5), (2,), (3, 4)),
+    3: ((6, 7, 8), (3,), (5, 6)),
 }
+# round 3 trains each scenario at the README main job's size for it (gantrack.studies.MAIN_JOB_CPU, with
+# bfloat16 where the main job uses it) and the 3-layer ring-2d preset; rounds 1-2 the two WIDTHS and the
+# 1-layer ring of the time (3,000 steps)
+RING_STABLE = dict(loss="wgan-gp", n_critic=5, lr=5e-4, beta1=0.0, beta2=0.9)  # Gulrajani et al.'s betas
+
+
+def _scenario_sizes(round_: int) -> list[dict]:
+    if round_ < 3:
+        return [dict.fromkeys(INTENDED, w) for w in WIDTHS.values()]
+    from gantrack.device import _cpu_has_bf16
+    from gantrack.studies import MAIN_JOB_BF16, MAIN_JOB_CPU
+
+    bf16 = _cpu_has_bf16()
+    return [{s: dict(v, precision="bf16") if bf16 and s in MAIN_JOB_BF16 else v for s, v in MAIN_JOB_CPU.items()}]
 
 
 def configs(experiment: str, round_: int = 1):
     seeds, family_seeds, ring_seeds = ROUNDS[round_]
     out = []
-    for w in WIDTHS.values():
+    for sizes in _scenario_sizes(round_):
         for arch in ("bn", "nobn"):
             for scenario in INTENDED:
                 for seed in seeds:
-                    out.append(
-                        preset(scenario).replace(experiment=experiment, seed=seed, arch=arch, sample_every=150, **w)
-                    )
+                    size = {"sample_every": 150, **sizes[scenario]}
+                    out.append(preset(scenario).replace(experiment=experiment, seed=seed, arch=arch, **size))
+    family_size = WIDTHS["G16/D32"] if round_ < 3 else MAIN_JOB_STABLE
     for loss in C.LOSS_FAMILIES:
         for seed in family_seeds:
             cfg = preset("stable").replace(experiment=experiment, seed=seed, loss=loss, sample_every=150)
-            out.append(cfg.replace(**WIDTHS["G16/D32"]))
+            out.append(cfg.replace(**family_size))
     for seed in ring_seeds:
-        ring = preset("ring-2d").replace(experiment=experiment, seed=seed, steps=3000)
-        out += [ring, ring.replace(loss="wgan-gp", n_critic=5)]
+        if round_ < 3:
+            ring = preset("ring-2d").replace(experiment=experiment, seed=seed, steps=3000, mlp_layers=1, lr=1e-4)
+            out += [ring, ring.replace(loss="wgan-gp", n_critic=5)]
+        else:
+            ring = preset("ring-2d").replace(experiment=experiment, seed=seed)
+            out += [ring, ring.replace(**RING_STABLE)]
     return out
 
 
@@ -92,7 +112,13 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default="sqlite:///validation.db")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-examples", action="store_true")
-    ap.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS), help="1: the first set; 2: fresh seeds")
+    ap.add_argument(
+        "--round",
+        type=int,
+        default=1,
+        choices=sorted(ROUNDS),
+        help="1: the first set; 2, 3: fresh seeds (3: main job's sizes)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     experiment = EXPERIMENT if args.round == 1 else f"{EXPERIMENT}-{args.round}"

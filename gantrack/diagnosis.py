@@ -30,7 +30,7 @@ The rules, first match wins (docs/diagnosis.md gives the reason for every thresh
    Onset: the first snapshot from which every later one is collapsed (resolution: the snapshot spacing).
 5. ``convergence-failure``, "G's samples are not like the data" (end of run only): the last
    ``COLLAPSED_SNAPSHOTS`` snapshots after the warm-up cover at most ``COVERAGE_GARBAGE`` of the coverage
-   ceiling (on ``ring-2d``: fewer than ``RING_QUALITY`` of the samples near a mode) — the chapter's
+   ceiling (on ``ring-2d``: quality at most ``COVERAGE_GARBAGE`` of its ceiling ``RING_QUALITY_CEILING``) — the chapter's
    "the generated images are garbage", whoever wins in the losses.
 6. ``oscillating`` (end of run only): not converging, without loss of diversity — over the second half
    D's accuracy swings across its range: at least ``SWING`` of the steps below ``ACC_LOSING`` and at
@@ -65,6 +65,11 @@ RING_QUALITY = 0.5  # ring collapse: most samples on some mode (else G has not f
 # samples unlike the data: G's samples fall in at most 10 % of the real samples' 5-NN balls (real vs real:
 # the ceiling, 0.98 for 1,000 eights; the calibration runs: stable 0.43-0.44 of it, the Adam defaults 0.08)
 COVERAGE_GARBAGE = 0.1
+# the ring's quality (share within 3 sigma of a mode) for samples drawn from the data itself: a 2-D
+# Gaussian puts 1 - exp(-9/2) of its mass within 3 sigma. The garbage rule is the same on the ring as on
+# images: at most COVERAGE_GARBAGE of what the data itself scores (WGAN-GP's samples between the modes,
+# quality 0.2-0.4 over all 8 modes, are poor, not garbage)
+RING_QUALITY_CEILING = 1 - math.exp(-4.5)
 EVERY = 10  # the online detector decides every this many steps
 # the tutorial's ranges for the stable run (second half), given as evidence, not used to decide
 TUTORIAL_STABLE = {C.D_REAL: (0.5, 0.8), C.D_FAKE: (0.5, 0.8), C.G_LOSS: (1.0, 2.0), "acc": (0.7, 0.8)}
@@ -388,10 +393,12 @@ def _collapse(snapshots) -> tuple[int | None | bool, int | None, list[str]] | No
 def _unlike_data(snapshots) -> tuple[int, int | None, list[str]] | None:
     """(onset, resolution, evidence) when the last ``COLLAPSED_SNAPSHOTS`` snapshots after the warm-up all
     find G's samples far from the data (coverage ≤ ``COVERAGE_GARBAGE`` × ceiling; on the ring, quality
-    below ``RING_QUALITY``), else None."""
+    at most ``COVERAGE_GARBAGE`` × ``RING_QUALITY_CEILING``), else None."""
     if C.DIV_QUALITY in snapshots:
         s, v = snapshots[C.DIV_QUALITY]
-        judged = _judge(s, v < RING_QUALITY, [f"quality {q:.2f}" for q in v], f"quality < {RING_QUALITY}")
+        limit = COVERAGE_GARBAGE * RING_QUALITY_CEILING
+        what = [f"quality {q:.2f}" for q in v]
+        judged = _judge(s, v <= limit, what, f"quality ≤ {COVERAGE_GARBAGE} × {RING_QUALITY_CEILING:.3f} (data's)")
     elif C.DIV_COVERAGE in snapshots:
         s, cov, ceiling, rel = _coverage(snapshots)
         what = [f"coverage {c:.2f} of ceiling {e:.2f}" for c, e in zip(cov, ceiling)]

@@ -142,12 +142,20 @@ def _he_uniform(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class MLPDiscriminator(nn.Module):
-    """Chapter 6: Dense(hidden, ReLU, he_uniform) → Dense(1)."""
+def _mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
+    mods, width = [], inp
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*mods, nn.Linear(width, out))
 
-    def __init__(self, dim: int, hidden: int):
+
+class MLPDiscriminator(nn.Module):
+    """Chapter 6: Dense(hidden, ReLU, he_uniform) → Dense(1); ``layers`` hidden layers (chapter 6: 1)."""
+
+    def __init__(self, dim: int, hidden: int, layers: int = 1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.net = _mlp(dim, hidden, 1, layers)
         _he_uniform(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,11 +163,11 @@ class MLPDiscriminator(nn.Module):
 
 
 class MLPGenerator(nn.Module):
-    """Chapter 6: latent → Dense(hidden, ReLU, he_uniform) → Dense(dim, linear)."""
+    """Chapter 6: latent → Dense(hidden, ReLU, he_uniform) → Dense(dim, linear); ``layers`` hidden layers."""
 
-    def __init__(self, latent_dim: int, hidden: int, dim: int):
+    def __init__(self, latent_dim: int, hidden: int, dim: int, layers: int = 1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.net = _mlp(latent_dim, hidden, dim, layers)
         _he_uniform(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -193,5 +201,8 @@ def build(cfg: Config, data_dim: int = 0) -> tuple[nn.Module, nn.Module]:
     if cfg.model == "dcgan":
         return DCGANDiscriminator(cfg), DCGANGenerator(cfg)
     if cfg.model == "mlp":
-        return MLPDiscriminator(data_dim, cfg.mlp_hidden_d), MLPGenerator(cfg.latent_dim, cfg.mlp_hidden_g, data_dim)
+        return (
+            MLPDiscriminator(data_dim, cfg.mlp_hidden_d, cfg.mlp_layers),
+            MLPGenerator(cfg.latent_dim, cfg.mlp_hidden_g, data_dim, cfg.mlp_layers),
+        )
     return DiracDiscriminator(cfg.dirac_psi0), DiracGenerator(cfg.dirac_theta0)

@@ -27,7 +27,7 @@ from typing import Any
 from . import contract as C
 from .errors import GantrackError, first_line, store_failure
 from .messages import warn
-from .paths import own_dir
+from .paths import cache_dir, own_dir
 
 # MLflow 3 opens experiments as GenAI unless the experiment tag says model training
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = C.EXPERIMENT_KIND_TAG, C.EXPERIMENT_KIND
@@ -152,9 +152,34 @@ def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     try:
-        return MlflowClient(tracking_uri=uri)
+        with _sqlite_creation_lock(uri):
+            return MlflowClient(tracking_uri=uri)
     except Exception as e:  # MLflow raises many types for a bad store URI
         raise GantrackError(f"cannot open tracking store {redact(uri)}: {first_line(e)}") from None
+
+
+@contextmanager
+def _sqlite_creation_lock(uri: str):
+    """Opening a sqlite store creates and migrates its tables; two processes doing it at once on a new
+    file race (MLflow fails with "duplicate column name"). Serialise the opening per database file."""
+    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+    import hashlib
+
+    key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    try:
+        folder = cache_dir("locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / f"sqlite-{key}", "a")
+    except OSError:  # no cache folder: open unserialised, as MLflow itself does
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def get_or_create_experiment(mlclient, name: str) -> str:
