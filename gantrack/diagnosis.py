@@ -30,8 +30,8 @@ The rules, first match wins (docs/diagnosis.md gives the reason for every thresh
    Onset: the first snapshot from which every later one is collapsed (resolution: the snapshot spacing).
 5. ``convergence-failure``, "G's samples are not like the data" (end of run only): the last
    ``COLLAPSED_SNAPSHOTS`` snapshots after the warm-up cover at most ``COVERAGE_GARBAGE`` of the coverage
-   ceiling (on ``ring-2d``: quality at most ``COVERAGE_GARBAGE`` of its ceiling ``RING_QUALITY_CEILING``) — the chapter's
-   "the generated images are garbage", whoever wins in the losses.
+   ceiling (on ``ring-2d``: quality at most ``COVERAGE_GARBAGE`` of its ceiling ``RING_QUALITY_CEILING``)
+   — the chapter's "the generated images are garbage", whoever wins in the losses.
 6. ``oscillating`` (end of run only): not converging, without loss of diversity — over the second half
    D's accuracy swings across its range: at least ``SWING`` of the steps below ``ACC_LOSING`` and at
    least ``SWING`` above ``ACC_WIN``.

@@ -56,6 +56,7 @@ from .errors import GantrackError
 
 SNAPSHOT_IMAGES = 1000  # G's samples per snapshot for images (the NDB paper's tests use 1,000-20,000)
 SNAPSHOT_TOY = 2500  # and for the 2-D ring (PacGAN's sample size)
+SNAPSHOT_CHUNK = 250  # G's snapshot pass in chunks of this many where G's output does not depend on its batch
 BALL_SIZE = 1000  # reference samples whose k-NN balls coverage is counted over
 K_NN = 5  # Naeem et al.'s k
 DUPLICATE_QUANTILE = 0.01  # near-duplicate: closer than this quantile of real-vs-real nearest distances

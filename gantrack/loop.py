@@ -62,6 +62,7 @@ artifact is written. A step whose losses are not finite is logged, tagged ``gant
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -70,11 +71,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import __version__
 from . import contract as C
 from .diagnosis import describe
-from .diversity import user_reference
+from .diversity import SNAPSHOT_CHUNK, user_reference
 from .errors import GantrackError
 from .losses import family
 from .messages import warn
@@ -82,6 +84,7 @@ from .probes import PerSampleRecorder
 from .stepstats import (
     RunMonitor,
     as_floats,
+    bn_layers,
     bn_stats_frozen,
     decision_metrics,
     nonfinite_losses,
@@ -198,6 +201,9 @@ class LoopProbes:
         # D's fake batch in D's step seen as the G step sees it = D's own scores (D sees its batches apart,
         # in the context the G step uses); in d-first-same-batch, D's updated scores of that batch = G's
         self._reuse = {"dbatch_before_gctx": _Reuse(), "dbatch_after": _Reuse()}
+        self._fewest_critic_calls: int | None = None  # d-first: the fewest d_step calls before a g_step so far
+        self._copy_is_current = True
+        self._warned_fewer_critic_steps = False
         self._reset()
 
     @property
@@ -305,22 +311,44 @@ class LoopProbes:
                 "d_step() came before g_step() but the order is 'g-first': your loop updates D first "
                 "(declare order='d-first', or 'd-first-same-batch' if G's step scores D's own fake batch)"
             )
-        fake_scores = self._scores(fake_scores, len(fake), "fake_scores")
-        real_scores = None if real_scores is None else self._scores(real_scores, None, "real_scores")
-        fake, d_inputs = fake.detach(), self._inputs(d_inputs, len(fake))
         if self.order == "d-first":
             # G's batch does not exist yet: keep D as it is now. Its G-step-context pass on this batch waits
-            # for g_step, on the copy (the same weights and buffers): with critic steps, only the last
-            # d_step's is ever needed
-            self._snapshot()
-            gctx = None
-        else:
-            gctx = self._cell("dbatch_before_gctx", fake_scores, lambda: self._in_g_context(self.D, fake, d_inputs))
+            # for g_step, on the copy (the same weights and buffers). With critic steps only the last
+            # d_step before g_step counts, so the others are kept as given and checked only if they turn
+            # out to be the last; and once a step has shown how many critic steps come before G's, the
+            # copy is taken from that many on (a step with fewer is told apart in g_step)
+            self._critic_calls += 1
+            if self._fewest_critic_calls is None or self._critic_calls >= self._fewest_critic_calls:
+                self._snapshot()
+                self._snapshot_call = self._critic_calls
+            self._d = None
+            self._d_given = (fake, fake_scores, real_scores, d_inputs)
+            if self.step == 0:  # the first step checks every call where it is made
+                self._d = self._d_cells(*self._d_given)
+            return
+        fake_scores, real_scores, fake, d_inputs = self._checked(fake, fake_scores, real_scores, d_inputs)
+        gctx = self._cell("dbatch_before_gctx", fake_scores, lambda: self._in_g_context(self.D, fake, d_inputs))
         self._d = {
             "fake": fake,
             "inputs": d_inputs,
             "dbatch_before": fake_scores,
             "dbatch_before_gctx": gctx,
+            "real": real_scores,
+        }
+
+    def _checked(self, fake, fake_scores, real_scores, d_inputs):
+        fake_scores = self._scores(fake_scores, len(fake), "fake_scores")
+        real_scores = None if real_scores is None else self._scores(real_scores, None, "real_scores")
+        return fake_scores, real_scores, fake.detach(), self._inputs(d_inputs, len(fake))
+
+    def _d_cells(self, fake, fake_scores, real_scores, d_inputs) -> dict:
+        """A d-first d_step's arguments, checked, as the step's D cells (the G-context pass comes in g_step)."""
+        fake_scores, real_scores, fake, d_inputs = self._checked(fake, fake_scores, real_scores, d_inputs)
+        return {
+            "fake": fake,
+            "inputs": d_inputs,
+            "dbatch_before": fake_scores,
+            "dbatch_before_gctx": None,
             "real": real_scores,
         }
 
@@ -332,6 +360,8 @@ class LoopProbes:
         self._need_run()
         if self._g is not None:
             raise GantrackError("g_step() called twice in one step: call end_step() after both updates")
+        if self.order == "d-first" and self._d_given is not None:
+            self._last_critic_step()
         if self.order in ("d-first", "d-first-same-batch") and self._d is None:
             raise GantrackError(f"g_step() without d_step() before it: the order is {self.order!r}")
         scores = self._scores(scores, len(fake), "scores")
@@ -353,9 +383,14 @@ class LoopProbes:
             if self.order == "d-first":
                 with self._probing():
                     g["dbatch_after"] = self._in_g_context(self.D, d["fake"], d["inputs"])
-                    g["gbatch_before"] = self._in_g_context(self._copy, fake, d_inputs)
-                d_pass = lambda: self._in_g_context(self._copy, d["fake"], d["inputs"])  # noqa: E731
-                d["dbatch_before_gctx"] = self._cell("dbatch_before_gctx", d["dbatch_before"], d_pass)
+                    if self._copy_is_current:
+                        g["gbatch_before"] = self._in_g_context(self._copy, fake, d_inputs)
+                if self._copy_is_current:
+                    d_pass = lambda: self._in_g_context(self._copy, d["fake"], d["inputs"])  # noqa: E731
+                    d["dbatch_before_gctx"] = self._cell("dbatch_before_gctx", d["dbatch_before"], d_pass)
+                else:  # D before its last critic update was not kept (see _last_critic_step): not measured
+                    g["gbatch_before"] = torch.full_like(scores, math.nan)
+                    d["dbatch_before_gctx"] = torch.full_like(d["dbatch_before"], math.nan)
             else:
                 g_pass = lambda: self._in_g_context(self.D, fake, d_inputs)  # noqa: E731
                 g["dbatch_after"] = self._cell("dbatch_after", scores, g_pass)
@@ -371,7 +406,8 @@ class LoopProbes:
             return {}
         self._need_run()
         if self._d is None or self._g is None:
-            missing = " and ".join(n for n, v in (("d_step()", self._d), ("g_step()", self._g)) if v is None)
+            d_seen = self._d if self._d is not None else self._d_given
+            missing = " and ".join(n for n, v in (("d_step()", d_seen), ("g_step()", self._g)) if v is None)
             raise GantrackError(f"end_step() without {missing} in this step")
         d, g = self._d, self._g
         if self.order in ("g-first", "simultaneous"):  # D has now been updated
@@ -434,7 +470,12 @@ class LoopProbes:
             else:
                 shape = (self.latent,) if isinstance(self.latent, int) else tuple(self.latent)
                 z = torch.randn(n, *shape, generator=self._latent_stream)
-            return self.G(z.to(device)).detach()
+            z = z.to(device)
+            # a G whose BatchNorm uses batch statistics sees the whole snapshot as one batch; otherwise each
+            # sample is independent of its batch and chunks of a training batch's size are faster on a CPU
+            if any(bn.training for bn in bn_layers(self.G)):
+                return self.G(z).detach()
+            return torch.cat([self.G(part).detach() for part in z.split(SNAPSHOT_CHUNK)])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Your own metrics (``loss/gp``, a learning rate, ...) into the probes' run, at ``step``
@@ -454,6 +495,30 @@ class LoopProbes:
     def _reset(self) -> None:
         self._d: dict | None = None
         self._g: dict | None = None
+        self._d_given: tuple | None = None  # d-first: the latest d_step's arguments, as given
+        self._critic_calls = 0
+        self._snapshot_call = 0
+
+    def _last_critic_step(self) -> None:
+        """g_step in order d-first: the latest d_step was the last critic update; check its arguments
+        and see whether the copy holds D from before that update."""
+        if self._d is None:
+            self._d = self._d_cells(*self._d_given)
+        self._copy_is_current = self._snapshot_call == self._critic_calls
+        if not self._copy_is_current and not self._warned_fewer_critic_steps:
+            self._warned_fewer_critic_steps = True
+            warn(
+                "run %s, step %d: %d critic steps before G's where earlier steps had at least %d; D before the "
+                "last one was not kept, so this step's before-update probe cells are NaN (said once)",
+                self.run_id,
+                self.step + 1,
+                self._critic_calls,
+                self._fewest_critic_calls,
+            )
+        calls = self._critic_calls
+        self._fewest_critic_calls = (
+            calls if self._fewest_critic_calls is None else min(self._fewest_critic_calls, calls)
+        )
 
     @staticmethod
     def _inputs(d_inputs, n: int) -> tuple:
@@ -525,8 +590,9 @@ class LoopProbes:
             subs = [mod for m in models for mod in m.modules()]
             plain = all(type(mod).train is nn.Module.train for mod in subs)
             devices = [p.device.index for p in self.D.parameters() if p.device.type == "cuda"][:1]
-            self._probe_modules = (models, subs if plain else None, devices)
-        models, subs, devices = self._probe_modules
+            bns = [mod for mod in subs if isinstance(mod, _BatchNorm)]
+            self._probe_modules = (models, subs if plain else None, devices, bns)
+        models, subs, devices, bns = self._probe_modules
         want = self.g_context == "batch"
         if subs is not None:
             changed = [mod for mod in subs if mod.training != want]
@@ -534,7 +600,7 @@ class LoopProbes:
         else:
             modes = [m.training for m in models]
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=devices), bn_stats_frozen(*models):
+            with torch.no_grad(), torch.random.fork_rng(devices=devices), bn_stats_frozen(layers=bns):
                 if subs is not None:
                     for mod in changed:
                         mod.training = want

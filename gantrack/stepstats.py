@@ -31,13 +31,15 @@ def bn_layers(module: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def bn_stats_frozen(*modules: nn.Module):
+def bn_stats_frozen(*modules: nn.Module, layers: list[nn.Module] | None = None):
     """Run forward passes in train mode without moving BatchNorm's running statistics.
 
     The layers get scratch copies of their buffers for the duration and the originals back
     afterwards; the originals are never written, so autograd's saved-tensor versions stay valid.
+    ``layers``: the modules' BatchNorm layers when the caller has listed them already (walking the
+    module tree costs more than a small critic's forward pass).
     """
-    bns = [bn for m in modules for bn in bn_layers(m)]
+    bns = layers if layers is not None else [bn for m in modules for bn in bn_layers(m)]
     saved = [dict(m._buffers) for m in bns]
     for m in bns:
         for name, buf in list(m._buffers.items()):

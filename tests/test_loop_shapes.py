@@ -126,6 +126,54 @@ def test_critic_steps_and_own_metrics_in_a_wgan_gp_loop(store):
     assert f["link"] == pytest.approx(1.0, rel=1e-6)  # WGAN: g = -d_fake, a mirror
 
 
+def test_critic_steps_varying_in_number_keep_d_before_the_last_one(store, caplog):
+    """The probes copy D only from the fewest critic steps a step has had so far: a step with more is
+    measured exactly, a step with fewer has NaN before-update cells and a warning, never stale ones."""
+    import copy
+
+    from gantrack.data import TOYS
+
+    torch.manual_seed(2)
+    gen = torch.Generator().manual_seed(2)
+    critic, G = mlp(2), mlp(2, 2)
+    opt_c = torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.0, 0.9))
+    opt_g = torch.optim.Adam(G.parameters(), 1e-3, betas=(0.0, 0.9))
+    counts = [3, 5, 3, 4, 2, 3]
+    expected = []  # D before its last critic update, scoring G's batch
+    probes = LoopProbes(critic, loss="wgan-gp", order="d-first", experiment="critics", tracking_uri=store)
+    with probes:
+        for n_critic in counts:
+            for i in range(n_critic):
+                real, fake = TOYS["ring-2d"](16, gen), G(torch.randn(16, 2, generator=gen)).detach()
+                c_real, c_fake = critic(real), critic(fake)
+                probes.d_step(fake, c_fake, c_real)
+                if i == n_critic - 1:
+                    before = copy.deepcopy(critic)
+                opt_c.zero_grad()
+                (c_fake.mean() - c_real.mean()).backward()
+                opt_c.step()
+            x = G(torch.randn(16, 2, generator=gen))
+            c_gen = critic(x)
+            with torch.no_grad():
+                expected.append(float(before(x).mean()))
+            probes.g_step(x, c_gen)
+            opt_g.zero_grad()
+            (-c_gen.mean()).backward()
+            opt_g.step()
+            probes.end_step()
+    said = [r.getMessage() for r in caplog.records if "critic steps before G's" in r.getMessage()]
+    assert len(said) == 1 and "step 5: 2 critic steps before G's where earlier steps had at least 3" in said[0]
+    rs = load_runs("critics", tracking_uri=store, progress=False)
+    m = rs.metrics[rs.metrics["key"] == C.probe_key("gbatch_before", "p")].sort_values("step")
+    got = m["value"].to_numpy()
+    assert len(got) == len(counts)
+    for step, (g, e) in enumerate(zip(got, expected), start=1):
+        if step == 5:  # two critic steps after steps with three: D before the second was not kept
+            assert np.isnan(g)
+        else:
+            assert g == pytest.approx(e, rel=1e-5, abs=1e-6), step
+
+
 class CondD(nn.Module):
     """D(x, y): an embedding of the label added to the input."""
 
