@@ -39,7 +39,7 @@ from .errors import GantrackError, TrainingDiverged
 from .losses import LossFamily, family, gradient_penalty
 from .probes import PerSampleRecorder
 from .samples import SampleGrid
-from .stepstats import RunMonitor, as_floats, bn_stats_frozen, nonfinite_losses, step_metrics
+from .stepstats import RunMonitor, bn_stats_frozen, nonfinite_losses, step_values
 from .tracked_run import TrackedRun
 from .tracking import open_store
 
@@ -231,9 +231,9 @@ def probe_cells(gan: GAN, d: dict, g: dict) -> dict[str, torch.Tensor]:
     }
 
 
-def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
-    """One training iteration — D's phase, then G's — and every logged quantity as a 0-dim tensor
-    (``stepstats.step_metrics``: the same contract ``LoopProbes`` logs from a user's loop).
+def gan_step(gan: GAN) -> dict[str, float]:
+    """One training iteration — D's phase, then G's — and every logged quantity as a float
+    (``stepstats.step_values``: the same contract ``LoopProbes`` logs from a user's loop).
 
     With probes on, ``gan.cells`` holds each probe cell's per-sample raw D scores afterwards.
     """
@@ -242,11 +242,10 @@ def gan_step(gan: GAN) -> dict[str, torch.Tensor]:
     g = g_phase(gan, m)
     gan.cells = probe_cells(gan, d, g) if gan.d_before is not None else None
     gan.x_gen = g["x_gen"]
-    m.update(step_metrics(gan.fam, d["score_fake"], g["score_gen"], d["score_real"], gan.cells))
     if gan.cfg.grad_norms:
         m[C.WEIGHTS_D] = torch.nn.utils.get_total_norm(list(gan.D.parameters()))
         m[C.WEIGHTS_G] = torch.nn.utils.get_total_norm(list(gan.G.parameters()))
-    return {k: v for k, v in m.items() if v is not None}
+    return step_values(gan.fam, d["score_fake"], g["score_gen"], d["score_real"], gan.cells, extra=m)
 
 
 def steps_per_epoch(cfg: Config, n_real: int | None) -> int:
@@ -434,7 +433,7 @@ def _loop(
         t_loop, cpu_loop = time.perf_counter(), time.process_time()
         step = start - 1
         for step in range(start, steps + 1):
-            metrics = as_floats(gan_step(gan))
+            metrics = gan_step(gan)
             if per_sample is not None:
                 per_sample.add(step, gan.cells)
             run.log(step, metrics.items())

@@ -83,12 +83,11 @@ from .messages import warn
 from .probes import PerSampleRecorder
 from .stepstats import (
     RunMonitor,
-    as_floats,
     bn_layers,
     bn_stats_frozen,
     decision_metrics,
     nonfinite_losses,
-    step_metrics,
+    step_values,
 )
 from .tracked_run import TrackedRun
 from .tracking import open_store
@@ -401,7 +400,7 @@ class LoopProbes:
 
     def end_step(self, step: int | None = None) -> dict[str, float]:
         """After both optimiser steps: the remaining cells, then this step's metrics are logged (and
-        returned: the contract's keys, ``stepstats.step_metrics``)."""
+        returned: the contract's keys, ``stepstats.step_values``)."""
         if not self.enabled:
             return {}
         self._need_run()
@@ -422,7 +421,7 @@ class LoopProbes:
             "gbatch_before": g["gbatch_before"],
             "gbatch_after": g["gbatch_after"],
         }
-        metrics = as_floats(step_metrics(self.fam, d["dbatch_before"], g["scores"], d["real"], cells))
+        metrics = step_values(self.fam, d["dbatch_before"], g["scores"], d["real"], cells)
         self.run.log(self.step, metrics.items())
         if self._recorder is not None:
             self._recorder.add(self.step, cells)

@@ -2,10 +2,10 @@
 
 - ``bn_stats_frozen``: forward passes in train mode that leave BatchNorm's running statistics as
   they were (the probe passes, and D in the generator step where Keras 2.2.4 uses batch statistics);
-- ``step_metrics``: the per-step metric contract (``contract``: ``loss/*``, ``acc/*``, ``prob/*`` and
-  ``probe/<cell>/<stat>``) from D's raw scores — the same function of the same scores, whoever
-  trained the step, so a harness run and a user's loop that see the same batches log the same dict;
-- ``as_floats``: those 0-dim tensors as Python floats with one device sync;
+- ``step_values``: the per-step metric contract (``contract``: ``loss/*``, ``acc/*``, ``prob/*`` and
+  ``probe/<cell>/<stat>``) from D's raw scores, as floats with one device sync — the same function of
+  the same scores, whoever trained the step, so a harness run and a user's loop that see the same
+  batches log the same dict;
 - ``RunMonitor``: what is decided about the run as it trains — diversity snapshots of G's samples
   (``gantrack.diversity``) every ``every`` steps and the online failure-mode detector
   (``gantrack.diagnosis``), with ``stop_on``.
@@ -52,66 +52,121 @@ def bn_stats_frozen(*modules: nn.Module, layers: list[nn.Module] | None = None):
             m._buffers.update(buffers)
 
 
-def cell_stats(fam: LossFamily, cells: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``probe/<cell>/p``, ``/d_fake`` and ``/g`` of each cell's raw scores (batch means)."""
-    out = {}
-    for name, score in cells.items():
-        o = fam.output(score)
-        out[C.probe_key(name, "p")] = o.mean()
-        out[C.probe_key(name, "d_fake")] = fam.d_fake(o).mean()
-        out[C.probe_key(name, "g")] = fam.g(o).mean()
-    return out
+ROWS = 3 + len(C.CELLS)  # fake, gen, real and the probe cells: the most score vectors one step has
 
 
-def step_metrics(
+_PADDINGS: dict = {}
+
+
+def _padding(lengths: tuple[int, ...], width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mask of the real scores in the padded matrix, each row's count, a row of zeros for the unused
+    rows): the same every step of a run, so made once."""
+    key = (lengths, width, str(device))
+    if key not in _PADDINGS:
+        count = torch.tensor(list(lengths) + [1] * (ROWS - len(lengths)), dtype=torch.float32, device=device)
+        mask = torch.arange(width, device=device)[None, :] < count[:, None]
+        _PADDINGS[key] = (mask, count, torch.zeros(width, device=device))
+    return _PADDINGS[key]
+
+
+def _vector(score: torch.Tensor) -> torch.Tensor:
+    """A batch's scores as a detached float32 vector (most arrive so already: no copy then)."""
+    if score.ndim == 1 and score.dtype == torch.float32 and not score.requires_grad:
+        return score
+    return score.detach().reshape(-1).float()
+
+
+def step_values(
     fam: LossFamily,
     fake_scores: torch.Tensor,
     gen_scores: torch.Tensor,
     real_scores: torch.Tensor | None = None,
     cells: dict[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """The contract's per-step values (0-dim tensors) from D's raw scores (logits or critic values).
+    extra: dict[str, torch.Tensor | None] | None = None,
+) -> dict[str, float]:
+    """The contract's per-step values, as floats, from D's raw scores (logits or critic values).
 
     ``fake_scores``: D's fake batch in D's step (before D's update: ``loss/d_fake``); ``gen_scores``:
     G's batch as the generator loss saw it (``loss/g``); ``real_scores``: D's real batch (``loss/d_real``,
     ``acc/real``, ``prob/real`` and ``loss/d`` = the mean of the two halves); ``cells``: the probe
-    cells' raw scores (``contract.CELLS``).
+    cells' raw scores (``contract.CELLS``): ``probe/<cell>/p``, ``/d_fake`` and ``/g``; ``extra``: other
+    0-dim tensors of the step (weight norms), returned as floats alongside (None values are left out).
+
+    Every batch of one size is stacked and each statistic is one reduction over the stack; all values
+    come back in one transfer (one device sync). A step's numbers are about thirty means of batches of
+    a hundred or so scores: computed one by one, the per-operation overhead cost more than the arithmetic
+    (a quarter of LoopProbes' time in a small WGAN-GP loop).
     """
-    out_fake, out_gen = fam.output(fake_scores.detach()), fam.output(gen_scores.detach())
-    m = {
-        C.D_FAKE: fam.d_fake(out_fake).mean(),
-        C.G_LOSS: fam.g(out_gen).mean(),
-        C.ACC_FAKE: (out_fake <= fam.threshold).float().mean(),
-        C.PROB_FAKE: out_fake.mean(),
-        C.PROB_GEN: out_gen.mean(),
-    }
-    if fam.name == "hinge":  # where the hinge's losses move at all (outside the margin they are flat)
-        m[C.MARGIN_FAKE] = (out_fake > -1.0).float().mean()
+    rows = {"fake": fake_scores, "gen": gen_scores}
     if real_scores is not None:
-        out_real = fam.output(real_scores.detach())
+        rows["real"] = real_scores
+    rows.update(cells or {})
+    names = list(rows)
+    lengths = [rows[n].shape[0] for n in names]
+    # one padded ROWS × (longest batch) matrix for every step of a run, whatever it holds: each statistic
+    # is one masked reduction over it, and a row's numbers depend on its scores only, never on what else
+    # is stacked (the losses are the same bits with the probes on or off; a probe cell holding the same
+    # scores as a loss gives that loss's value exactly)
+    scores = [_vector(rows[n]) for n in names]
+    width = max(lengths)
+    mask, count, zeros = _padding(tuple(lengths), width, scores[0].device)
+    scores += [zeros] * (ROWS - len(scores))
+    if min(lengths) == width:  # one batch size throughout: a plain stack (padding costs more)
+        o = fam.output(torch.stack(scores))
+    else:
+        o = fam.output(torch.nn.utils.rnn.pad_sequence(scores, batch_first=True))
+    per_stat = torch.stack(  # the comparisons are promoted to float32 by the stack itself
+        [
+            o,
+            fam.d_fake(o),
+            fam.g(o),
+            fam.d_real(o),
+            o > fam.threshold,
+            o <= fam.threshold,
+            o > -1.0,  # the hinge's margins: where its losses move at all
+            o < 1.0,
+        ]
+    )
+    stats = ("p", "d_fake", "g", "d_real", "above", "at_or_below", "margin_fake", "margin_real")
+    means = (torch.where(mask, per_stat, 0.0).sum(-1) / count)[:, : len(names)]  # (stat, row)
+    parts = [means.T.reshape(-1)]
+    where = {name: i * len(stats) for i, name in enumerate(names)}
+    extra = {k: v for k, v in (extra or {}).items() if v is not None}
+    if extra:
+        parts.append(torch.stack([v.detach().float().reshape(()) for v in extra.values()]).to(parts[0].device))
+    flat = torch.cat(parts).tolist()
+
+    def get(row: str, stat: str) -> float:
+        return flat[where[row] + stats.index(stat)]
+
+    m = {
+        C.D_FAKE: get("fake", "d_fake"),
+        C.G_LOSS: get("gen", "g"),
+        C.ACC_FAKE: get("fake", "at_or_below"),
+        C.PROB_FAKE: get("fake", "p"),
+        C.PROB_GEN: get("gen", "p"),
+    }
+    if fam.name == "hinge":
+        m[C.MARGIN_FAKE] = get("fake", "margin_fake")
+    if real_scores is not None:
         if fam.name == "hinge":
-            m[C.MARGIN_REAL] = (out_real < 1.0).float().mean()
-        m[C.D_REAL] = fam.d_real(out_real).mean()
-        m[C.ACC_REAL] = (out_real > fam.threshold).float().mean()
-        m[C.PROB_REAL] = out_real.mean()
+            m[C.MARGIN_REAL] = get("real", "margin_real")
+        m[C.D_REAL] = get("real", "d_real")
+        m[C.ACC_REAL] = get("real", "above")
+        m[C.PROB_REAL] = get("real", "p")
         # the mean of the two halves (what a joint batch reports); the book logs d1, d2 apart
         m[C.D_LOSS] = 0.5 * (m[C.D_REAL] + m[C.D_FAKE])
-    if cells:
-        m.update(cell_stats(fam, cells))
+    for name in cells or {}:
+        m[C.probe_key(name, "p")] = get(name, "p")
+        m[C.probe_key(name, "d_fake")] = get(name, "d_fake")
+        m[C.probe_key(name, "g")] = get(name, "g")
+    m.update(zip(extra, flat[len(flat) - len(extra) :]))
     return m
 
 
 def nonfinite_losses(metrics: dict[str, float]) -> list[str]:
     """The loss components (``loss/*``) of a step's float metrics that are NaN or infinite."""
     return [k for k in C.LOSS_COMPONENTS if k in metrics and not math.isfinite(metrics[k])]
-
-
-def as_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-    """0-dim tensors as floats: one stack and one device sync, not one per key."""
-    keys = list(metrics)
-    if not keys:
-        return {}
-    return dict(zip(keys, torch.stack([metrics[k].detach().float() for k in keys]).cpu().tolist()))
 
 
 def parse_stop_on(value) -> tuple[str, ...]:

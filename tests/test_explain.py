@@ -27,7 +27,7 @@ def simulate(cfg, steps, per_sample=False):
     rec = PerSampleRecorder(steps)
     rows = []
     for step in range(1, steps + 1):
-        rows.append({k: v.item() for k, v in gan_step(gan).items()})
+        rows.append(gan_step(gan))
         if gan.cells is not None:
             rec.add(step, gan.cells)
     frame = long_frame(rows)

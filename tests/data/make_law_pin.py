@@ -36,7 +36,7 @@ def train():
     rec = PerSampleRecorder(STEPS)
     rows = []
     for step in range(1, STEPS + 1):
-        rows.append({k: v.item() for k, v in gan_step(gan).items()})
+        rows.append(gan_step(gan))
         rec.add(step, gan.cells)
     keys = sorted(rows[0])
     arrays = {"keys": np.array(keys), "values": np.array([[r[k] for k in keys] for r in rows])}
