@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default="sqlite:///validation.db")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-examples", action="store_true")
+    ap.add_argument("--grids", help="save the disagreements' last sample grids to this PNG")
     ap.add_argument(
         "--round",
         type=int,
@@ -169,6 +170,46 @@ def main() -> None:
         print(f"- **{r['setting']}** (`{r['run_id'][:8]}`): intended {r['intended']}, diagnosed **{r['verdict']}**")
         sub = f" ({r['subtype']})" if r["subtype"] else ""
         print(f"  {sub.strip()} evidence: {r['evidence'] or '—'}; missing: {r['missing'] or '—'}")
+    if args.grids:
+        save_grids(table[~correct], args.tracking_uri, args.grids)
+        print(f"\nThe disagreements' last sample grids: {args.grids}")
+
+
+def save_grids(rows: pd.DataFrame, uri: str, path: str) -> None:
+    """Each run's last sample grid (the harness's ``samples/`` artifact; the examples log theirs to MLflow's
+    image key), titled with its setting and verdict, in one figure: what the verdicts are checked against."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    images = []
+    for _, r in rows.iterrows():
+        files = [f.path for f in client.list_artifacts(r["run_id"], "samples") if f.path.endswith(".png")]
+        if not files:
+            files = [f.path for f in client.list_artifacts(r["run_id"], "images") if f.path.endswith(".png")]
+            files = sorted(files, key=lambda f: int(f.split("+step+")[1].split("+")[0]) if "+step+" in f else 0)
+        if files:
+            local = client.download_artifacts(
+                r["run_id"], sorted(files)[-1] if "+step+" not in files[-1] else files[-1]
+            )
+            images.append((r, plt.imread(local)))
+    if not images:
+        return
+    cols = min(4, len(images))
+    rows_n = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 4.4 * rows_n), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (r, img) in zip(axes.flat, images):
+        ax.imshow(img, cmap="gray")
+        ax.set_title(
+            f"{r['setting']} ({r['run_id'][:8]})\nintended {r['intended']} · diagnosed {r['verdict']}", fontsize=8
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

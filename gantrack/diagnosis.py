@@ -441,25 +441,41 @@ class Detector:
 
     def __init__(self, loss: str):
         self.loss = loss
-        self.steps: list[int] = []
-        self.values: dict[str, list[float]] = {}
+        # the history in preallocated arrays (NaN where a step did not log a key), grown by doubling: a
+        # decision every EVERY steps reads views of them, with no copy of the whole run each time
+        self._n = 0
+        self._steps = np.zeros(0, dtype=np.int64)
+        self._values = np.zeros((len(self.KEYS), 0))
+        self._seen: set[int] = set()  # the keys a step has logged at least once
         self.snaps: dict[str, tuple[list[int], list[float]]] = {}
         self.decision: Diagnosis | None = None
         self.nonfinite: tuple[int, list[str]] | None = None
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._steps[: self._n]
+
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        return {k: self._values[i, : self._n] for i, k in enumerate(self.KEYS) if i in self._seen}
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
         if self.nonfinite is None:
             bad = [k for k in C.LOSS_COMPONENTS if k in metrics and not math.isfinite(metrics[k])]
             if bad:
                 self.nonfinite = (step, bad)
-        n = len(self.steps)
-        self.steps.append(step)
-        for k in self.KEYS:
-            if k in metrics:
-                self.values.setdefault(k, [float("nan")] * n).append(metrics[k])
-        for v in self.values.values():
-            if len(v) < n + 1:
-                v.append(float("nan"))
+        n = self._n
+        if n == len(self._steps):
+            grow = max(256, n)
+            self._steps = np.concatenate([self._steps, np.zeros(grow, dtype=np.int64)])
+            self._values = np.concatenate([self._values, np.full((len(self.KEYS), grow), np.nan)], axis=1)
+        self._steps[n] = step
+        for i, k in enumerate(self.KEYS):
+            v = metrics.get(k)
+            if v is not None:
+                self._values[i, n] = v
+                self._seen.add(i)
+        self._n = n + 1
 
     def add_snapshot(self, step: int, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
@@ -468,13 +484,12 @@ class Detector:
             vals.append(v)
 
     def _decide(self, final: bool) -> Diagnosis:
-        series = {k: np.asarray(v, float) for k, v in self.values.items()}
         snaps = {k: (np.asarray(s), np.asarray(v, float)) for k, (s, v) in self.snaps.items()}
-        return decide(np.asarray(self.steps), series, snaps, self.loss, final=final, nonfinite=self.nonfinite)
+        return decide(self.steps, self.values, snaps, self.loss, final=final, nonfinite=self.nonfinite)
 
     def update(self) -> Diagnosis | None:
         """Decide now if it is time; returns a new decision when the verdict changed, else None."""
-        if not self.steps or (self.steps[-1] % EVERY and self.nonfinite is None):
+        if not self._n or (self._steps[self._n - 1] % EVERY and self.nonfinite is None):
             return None
         d = self._decide(final=False)
         if d.verdict == "undecided" or (self.decision is not None and self.decision.verdict == d.verdict):

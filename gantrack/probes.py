@@ -35,7 +35,9 @@ class PerSampleRecorder:
         if self.n >= self.capacity:  # a resumed run may log a few more steps than first planned
             self._grow(max(16, self.capacity))
         for name, score in cells.items():
-            values = score.detach().reshape(-1).to(torch.float32).cpu().numpy()
+            if score.ndim != 1 or score.dtype != torch.float32 or score.requires_grad or score.device.type != "cpu":
+                score = score.detach().reshape(-1).to(torch.float32).cpu()
+            values = score.numpy()  # the probes' cells are CPU float32 vectors already: no copy on the way
             if name not in self.cells:
                 self.cells[name] = np.zeros((self.capacity, len(values)), dtype=np.float32)
             self.cells[name][self.n] = values
