@@ -62,3 +62,32 @@ def test_config_hash_ignores_presentation_only_fields():
     a = Config()
     assert a.config_hash() == apply_overrides(a, {"experiment": "other", "flush_every": 5}).config_hash()
     assert a.config_hash() != apply_overrides(a, {"seed": 2}).config_hash()
+
+
+def test_wrong_typed_values_given_to_the_api_are_one_line_errors():
+    from gantrack.config import validate
+
+    for change, match in (
+        (dict(steps="3000"), "steps: expected int, got '3000'"),
+        (dict(lr="1e-3"), "lr: expected float, got '1e-3'"),
+        (dict(probes=1), "probes: expected bool, got 1"),
+        (dict(batch_size=True), "batch_size: expected int, got True"),
+    ):
+        with pytest.raises(GantrackError, match=match):
+            validate(preset("stable").replace(**change))
+    assert validate(preset("stable").replace(lr=1)).lr == 1  # an int where a float goes is a number
+
+
+def test_ring_preset_players_have_three_hidden_layers():
+    from torch import nn
+
+    from gantrack.models import build
+
+    D, G = build(preset("ring-2d"), data_dim=2)
+    assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [128, 128, 128, 1]
+    assert [m.out_features for m in G.modules() if isinstance(m, nn.Linear)] == [128, 128, 128, 2]
+    D1, _ = build(preset("quadratic-1d"), data_dim=2)  # chapter 6's one hidden layer stays the default
+    assert sum(isinstance(m, nn.Linear) for m in D1.modules()) == 2
+    assert preset("ring-2d").config_hash() != preset("ring-2d").replace(mlp_layers=1).config_hash()
+    with pytest.raises(GantrackError, match="mlp_layers must be positive"):
+        resolve("ring-2d", overrides={"mlp_layers": "0"})

@@ -1,5 +1,6 @@
 """Harness → MLflow round trips and the CLI's handling of bad input (real sqlite stores)."""
 
+import os
 import subprocess
 import sys
 
@@ -224,3 +225,21 @@ def test_bulk_writer_stores_what_log_batch_stores(tmp_path):
 
     assert stored(a) == stored(b)
     assert BulkWriter.for_client(MlflowClient("http://127.0.0.1:9")) is None  # REST stores take log_batch
+
+
+def test_two_processes_opening_a_new_sqlite_store_at_once_both_succeed(tmp_path):
+    """MLflow creates and migrates a new sqlite store's tables on first open; two processes doing so at once
+    race ("duplicate column name"). gantrack serialises the opening per database file."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    code = (
+        "import sys; from gantrack.tracking import client, get_or_create_experiment; "
+        "get_or_create_experiment(client(sys.argv[1]), 'race'); print('ok')"
+    )
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "GANTRACK_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and out.strip() == b"ok", err.decode()[-500:]
