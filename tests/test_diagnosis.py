@@ -168,21 +168,66 @@ def test_frozen_losses_are_stalled():
     assert (d.verdict, d.onset_step) == ("stalled", 91)
 
 
-@pytest.mark.parametrize(
-    "g_level, subtype", [(12.0, "D wins, g rising"), (0.01, "d ≈ 0 and g ≈ 0: BatchNorm batch context")]
-)
-def test_d_winning_for_good_is_convergence_failure_with_its_onset_and_subtype(g_level, subtype):
+def _d_wins_from(onset: int, g_level: float, loss: str = "nsgan", cells: tuple[float, float] | None = None):
     steps, s = _series()
-    onset = 25
     for k in (C.D_REAL, C.D_FAKE):
         s[k][onset - 1 :] = 0.002
     for k in (C.ACC_REAL, C.ACC_FAKE):
         s[k][onset - 1 :] = 1.0
     s[C.G_LOSS][onset - 1 :] = g_level
+    if cells is not None:  # p of D's fakes in its own batch, and alone as the G step sees them
+        s[C.probe_key("dbatch_before", "p")] = np.full(len(steps), cells[0])
+        s[C.probe_key("dbatch_before_gctx", "p")] = np.full(len(steps), cells[1])
+    return decide(steps, s, loss=loss)
+
+
+@pytest.mark.parametrize(
+    "g_level, loss, cells, subtype",
+    [
+        (12.0, "nsgan", None, "D wins, g rising"),
+        (0.01, "nsgan", None, "d ≈ 0 and g ≈ 0: G's batch scored real (context cells not logged)"),
+        (0.01, "nsgan", (0.004, 0.99), "d ≈ 0 and g ≈ 0: BatchNorm batch context"),
+        # the same losses, but D scores its fakes fake alone too: the batch context is not the cause
+        (
+            0.01,
+            "nsgan",
+            (0.006, 0.006),
+            "d ≈ 0 and g ≈ 0: not the batch context (D scores its fakes alike in and out of it)",
+        ),
+        # minimax: g = log(1 - D(G(z))) near 0 means D(G(z)) near 0, the saturating loss, not G's batch scored real
+        (-0.0005, "minimax", (0.006, 0.006), "D wins, G's loss saturates"),
+    ],
+)
+def test_d_winning_for_good_is_convergence_failure_with_its_onset_and_subtype(g_level, loss, cells, subtype):
+    d = _d_wins_from(25, g_level, loss, cells)
+    assert (d.verdict, d.subtype, d.onset_step) == ("convergence-failure", subtype, 25)
+    if cells is None and g_level < 1:
+        assert any("probe cells" in m for m in d.missing)  # the context factor would decide it
+
+
+def test_a_gradient_coming_back_after_vanishing_is_not_an_explosion_but_a_blowup_is():
+    n = 200
+    steps, s = _series(n)
+    g = np.full(n, 1e-8)  # D won at once: G's gradient vanished ...
+    g[150:] = 0.2  # ... and came back to an ordinary size
+    s[C.GRAD_G] = g
+    assert decide(steps, s).verdict != "diverged"
+    blowup = np.full(n, 0.5)
+    blowup[120:] = 0.5 * 10 ** np.linspace(1, 6, n - 120)  # a thousandfold and past 1e4, for good
+    s[C.GRAD_G] = blowup
     d = decide(steps, s)
-    assert (d.verdict, d.subtype, d.onset_step) == ("convergence-failure", subtype, onset)
-    if g_level < 1:
-        assert any("probe cells" in m for m in d.missing)  # the context factor would confirm it
+    first = 120 + int(np.argmax(blowup[120:] > 1e4)) + 1
+    assert (d.verdict, d.subtype, d.onset_step) == ("diverged", "exploding gradients", first)
+
+
+@pytest.mark.parametrize("modes, verdict", [(5, "mode-collapse"), (7, "mode-collapse"), (8, "stable")])
+def test_ring_modes_dropped_at_every_late_snapshot_are_a_collapse(modes, verdict):
+    steps, s = _series(1000)
+    snap = steps[steps % 100 == 0]
+    covered = np.full(len(snap), float(modes))
+    covered[:2] = 2  # the warm-up snapshots never count
+    snaps = {C.DIV_MODES: (snap, covered), C.DIV_QUALITY: (snap, np.full(len(snap), 0.8))}
+    assert decide(steps, s, snaps).verdict == verdict
 
 
 def test_accuracy_of_one_with_fakes_at_p_0_2_is_not_d_winning():
