@@ -90,7 +90,7 @@ from .stepstats import (
     step_values,
 )
 from .tracked_run import TrackedRun
-from .tracking import open_store
+from .tracking import best_effort, open_store
 
 ORDERS = {
     "d-first": "D updates, then G on a fresh batch (the book, Keras DCGAN)",
@@ -430,6 +430,14 @@ class LoopProbes:
         extra, decided = self.monitor.after_step(self.step, metrics, g["fake"])
         if extra:
             self.run.log(self.step, extra.items())
+        if C.DIV_COVERAGE in extra and self.monitor.last_samples is not None:
+            # the snapshot's first samples in MLflow's image grid (key "samples", on the step slider): what
+            # the diversity numbers and the verdict are checked against
+            from .samples import image_grid  # matplotlib (via figures) only once a snapshot is taken
+
+            image = image_grid(self.monitor.last_samples)
+            if image is not None:
+                best_effort(self.run.log_image, image, "samples", self.step)
         if decided is not None:
             self.run.set_tag(C.TAG_DIAGNOSIS, decided.verdict, best_effort=True)
             warn("run %s: %s", self.run_id, decided.line())

@@ -48,7 +48,25 @@ class SampleGrid:
 
     @staticmethod
     def _tiles(x: np.ndarray) -> np.ndarray:
-        n, side = len(x), int(math.ceil(math.sqrt(len(x))))
-        tiles = np.ones((side * side, 28, 28), dtype=np.float32)
-        tiles[:n] = np.clip((x[:, 0] + 1) / 2, 0, 1)
-        return tiles.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)
+        return tiles(x)
+
+
+def tiles(x: np.ndarray) -> np.ndarray:
+    """Images (n, C, H, W) in [-1, 1] (G's tanh output) as one square grid in [0, 1]: (rows, cols) for one
+    channel (1 = ink, drawn dark), (rows, cols, 3) for three; empty places are blank (no ink, or white)."""
+    n, c, h, w = x.shape
+    side = int(math.ceil(math.sqrt(n)))
+    grid = np.full((side * side, c, h, w), 0.0 if c == 1 else 1.0, dtype=np.float32)
+    grid[:n] = np.clip((x + 1) / 2, 0, 1)
+    out = grid.reshape(side, side, c, h, w).transpose(0, 3, 1, 4, 2).reshape(side * h, side * w, c)
+    return out[..., 0] if c == 1 else out
+
+
+def image_grid(x) -> np.ndarray | None:
+    """A snapshot's first samples as uint8 pixels for ``mlflow.log_image`` (dark strokes on white for one
+    channel, as the book draws the digits); None when the samples are not (n, 1 or 3, H, W) images."""
+    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or min(x.shape[2:]) < 4:
+        return None
+    t = tiles(x)
+    return np.round(255 * (1 - t if x.shape[1] == 1 else t)).astype(np.uint8)

@@ -55,6 +55,7 @@ def bn_stats_frozen(*modules: nn.Module, layers: list[nn.Module] | None = None):
 ROWS = 3 + len(C.CELLS)  # fake, gen, real and the probe cells: the most score vectors one step has
 
 
+SNAPSHOT_GRID = 25  # samples of each diversity snapshot shown as a grid (5 x 5, as the harness's grids)
 _PADDINGS: dict = {}
 
 
@@ -193,6 +194,7 @@ class RunMonitor:
         self.stop_on = parse_stop_on(stop_on)
         self.detector = Detector(loss)
         self.stop_reason: str | None = None
+        self.last_samples: torch.Tensor | None = None
         self._null_logged = False
 
     def after_step(
@@ -209,7 +211,9 @@ class RunMonitor:
                 self._null_logged = True
                 extra[C.DIV_BATCH_BINS_NULL] = self.reference.batch_bins_null(len(g_batch))
         if self.reference is not None and self.sample is not None and self.every > 0 and step % self.every == 0:
-            snap = snapshot_metrics(self.sample(self.reference.snapshot), self.reference)
+            drawn = self.sample(self.reference.snapshot)
+            self.last_samples = drawn[:SNAPSHOT_GRID].detach()  # for a sample grid at the snapshot's step
+            snap = snapshot_metrics(drawn, self.reference)
             self.detector.add_snapshot(step, snap)
             extra.update(snap)
         new = self.detector.update()

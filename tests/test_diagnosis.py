@@ -347,6 +347,53 @@ def test_loop_probes_reference_checks_before_any_run_and_logs_diversity(store):
             probes.end_step()
     hist = MlflowClient(store).get_metric_history(probes.run_id, C.DIV_COVERAGE)
     assert sorted(m.step for m in hist) == [10, 20, 30]
+    # points, not images: no sample grid (an image loop's grids are checked in test_loop_probes_sample_grids)
+    assert not [f for f in MlflowClient(store).list_artifacts(probes.run_id) if f.path == "images"]
+
+
+def test_loop_probes_log_each_snapshot_as_a_sample_grid_on_the_step_slider(store):
+    """An image G's diversity snapshots go to MLflow's image grid (key "samples") at their steps: 5 x 5 of
+    the snapshot's samples, dark strokes on white as the book draws them."""
+    G = nn.Sequential(nn.Linear(3, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
+    D = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
+    reference = torch.rand(300, 1, 8, 8) * 2 - 1
+    probes = LoopProbes(
+        D,
+        order="d-first-same-batch",
+        G=G,
+        latent=3,
+        reference=reference,
+        diversity_every=10,
+        experiment="grid",
+        tracking_uri=store,
+    )
+    with probes:
+        for _ in range(20):
+            fake = G(torch.randn(16, 3))
+            probes.d_step(fake.detach(), D(fake.detach()), D(reference[:16]))
+            probes.g_step(fake, D(fake))
+            probes.end_step()
+    client = MlflowClient(store)
+    files = [f.path for f in client.list_artifacts(probes.run_id, "images") if f.path.endswith(".png")]
+    assert sorted(int(f.split("+step+")[1].split("+")[0]) for f in files) == [10, 20]
+    from PIL import Image
+
+    img = np.asarray(Image.open(client.download_artifacts(probes.run_id, files[0])))
+    assert img.shape[:2] == (40, 40)  # 5 x 5 tiles of 8 x 8
+    assert img.dtype == np.uint8 and img.std() > 0
+
+
+def test_image_grid_known_answers():
+    from gantrack.samples import image_grid
+
+    x = -torch.ones(2, 1, 4, 4)  # background (-1) everywhere ...
+    x[1, 0, 0, 0] = 1.0  # ... one full-ink pixel in the second image
+    g = image_grid(x)
+    assert g.shape == (8, 8) and g.dtype == np.uint8  # 2 images on a 2 x 2 grid; empty places white
+    assert g[0, 4] == 0 and (g == 255).sum() == 63  # the ink is dark, all else white
+    rgb = image_grid(torch.zeros(1, 3, 4, 4))
+    assert rgb.shape == (4, 4, 3) and (rgb == 128).all()  # 0 in [-1, 1] is mid-grey, colours as they are
+    assert image_grid(torch.zeros(5, 2)) is None and image_grid(torch.zeros(5, 2, 4, 4)) is None
 
 
 def test_harness_stop_on_ends_a_combined_batch_run_cleanly_with_its_diagnosis(store):
