@@ -316,6 +316,27 @@ def test_loop_probes_stop_on_convergence_failure_ends_the_run_cleanly(store):
     assert table["verdict"].iloc[0] == "convergence-failure" and table["online"].iloc[0] == "convergence-failure"
 
 
+def _snapshot_loop(D, G, reference, real, experiment, store, steps, batch):
+    """A tiny d-first-same-batch loop with a diversity snapshot every 10 steps; returns its probes."""
+    probes = LoopProbes(
+        D,
+        order="d-first-same-batch",
+        G=G,
+        latent=3,
+        reference=reference,
+        diversity_every=10,
+        experiment=experiment,
+        tracking_uri=store,
+    )
+    with probes:
+        for _ in range(steps):
+            fake = G(torch.randn(batch, 3))
+            probes.d_step(fake.detach(), D(fake.detach()), D(real))
+            probes.g_step(fake, D(fake))
+            probes.end_step()
+    return probes
+
+
 def test_loop_probes_reference_checks_before_any_run_and_logs_diversity(store):
     G = nn.Sequential(nn.Linear(3, 2))
     D = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -329,25 +350,10 @@ def test_loop_probes_reference_checks_before_any_run_and_logs_diversity(store):
         store
     ).search_runs([MlflowClient(store).get_experiment_by_name("ref").experiment_id])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(640, 2)), batch_size=64)
-    probes = LoopProbes(
-        D,
-        order="d-first-same-batch",
-        G=G,
-        latent=3,
-        reference=loader,
-        diversity_every=10,
-        experiment="ref",
-        tracking_uri=store,
-    )
-    with probes:
-        for _ in range(30):
-            fake = G(torch.randn(64, 3))
-            probes.d_step(fake.detach(), D(fake.detach()), D(torch.randn(64, 2)))
-            probes.g_step(fake, D(fake))
-            probes.end_step()
+    probes = _snapshot_loop(D, G, loader, torch.randn(64, 2), "ref", store, steps=30, batch=64)
     hist = MlflowClient(store).get_metric_history(probes.run_id, C.DIV_COVERAGE)
     assert sorted(m.step for m in hist) == [10, 20, 30]
-    # points, not images: no sample grid (an image loop's grids are checked in test_loop_probes_sample_grids)
+    # points, not images: no sample grid (an image G's grids: the next test)
     assert not [f for f in MlflowClient(store).list_artifacts(probes.run_id) if f.path == "images"]
 
 
@@ -357,22 +363,7 @@ def test_loop_probes_log_each_snapshot_as_a_sample_grid_on_the_step_slider(store
     G = nn.Sequential(nn.Linear(3, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
     D = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
     reference = torch.rand(300, 1, 8, 8) * 2 - 1
-    probes = LoopProbes(
-        D,
-        order="d-first-same-batch",
-        G=G,
-        latent=3,
-        reference=reference,
-        diversity_every=10,
-        experiment="grid",
-        tracking_uri=store,
-    )
-    with probes:
-        for _ in range(20):
-            fake = G(torch.randn(16, 3))
-            probes.d_step(fake.detach(), D(fake.detach()), D(reference[:16]))
-            probes.g_step(fake, D(fake))
-            probes.end_step()
+    probes = _snapshot_loop(D, G, reference, reference[:16], "grid", store, steps=20, batch=16)
     client = MlflowClient(store)
     files = [f.path for f in client.list_artifacts(probes.run_id, "images") if f.path.endswith(".png")]
     assert sorted(int(f.split("+step+")[1].split("+")[0]) for f in files) == [10, 20]
