@@ -268,10 +268,7 @@ def run_monitor(cfg: Config, gan: GAN) -> RunMonitor:
         z = torch.randn(n, cfg.latent_dim, generator=stream).to(gan.device)
         with torch.no_grad():
             gan.G.eval()
-            # in inference mode each sample is independent of its batch, so the snapshot runs in training-
-            # sized chunks: one 1,000-sample pass through a DCGAN G is slower per sample than four of 250
-            # (its activations outgrow the CPU's caches)
-            x = torch.cat([gan.g(part) for part in z.split(diversity.SNAPSHOT_CHUNK)])
+            x = diversity.in_chunks(gan.g, z)  # inference mode: each sample independent of its batch
             gan.G.train()
         return x
 

@@ -76,7 +76,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import __version__
 from . import contract as C
 from .diagnosis import describe
-from .diversity import SNAPSHOT_CHUNK, user_reference
+from .diversity import in_chunks, user_reference
 from .errors import GantrackError
 from .losses import family
 from .messages import warn
@@ -325,30 +325,18 @@ class LoopProbes:
             if self.step == 0:  # the first step checks every call where it is made
                 self._d = self._d_cells(*self._d_given)
             return
-        fake_scores, real_scores, fake, d_inputs = self._checked(fake, fake_scores, real_scores, d_inputs)
-        gctx = self._cell("dbatch_before_gctx", fake_scores, lambda: self._in_g_context(self.D, fake, d_inputs))
-        self._d = {
-            "fake": fake,
-            "inputs": d_inputs,
-            "dbatch_before": fake_scores,
-            "dbatch_before_gctx": gctx,
-            "real": real_scores,
-        }
-
-    def _checked(self, fake, fake_scores, real_scores, d_inputs):
-        fake_scores = self._scores(fake_scores, len(fake), "fake_scores")
-        real_scores = None if real_scores is None else self._scores(real_scores, None, "real_scores")
-        return fake_scores, real_scores, fake.detach(), self._inputs(d_inputs, len(fake))
+        d = self._d = self._d_cells(fake, fake_scores, real_scores, d_inputs)
+        d_pass = lambda: self._in_g_context(self.D, d["fake"], d["inputs"])  # noqa: E731
+        d["dbatch_before_gctx"] = self._cell("dbatch_before_gctx", d["dbatch_before"], d_pass)
 
     def _d_cells(self, fake, fake_scores, real_scores, d_inputs) -> dict:
-        """A d-first d_step's arguments, checked, as the step's D cells (the G-context pass comes in g_step)."""
-        fake_scores, real_scores, fake, d_inputs = self._checked(fake, fake_scores, real_scores, d_inputs)
+        """A d_step's arguments, checked, as the step's D cells (the G-context cell still to come)."""
         return {
-            "fake": fake,
-            "inputs": d_inputs,
-            "dbatch_before": fake_scores,
+            "fake": fake.detach(),
+            "inputs": self._inputs(d_inputs, len(fake)),
+            "dbatch_before": self._scores(fake_scores, len(fake), "fake_scores"),
             "dbatch_before_gctx": None,
-            "real": real_scores,
+            "real": None if real_scores is None else self._scores(real_scores, None, "real_scores"),
         }
 
     def g_step(self, fake: torch.Tensor, scores: torch.Tensor, d_inputs: tuple = ()) -> None:
@@ -478,11 +466,10 @@ class LoopProbes:
                 shape = (self.latent,) if isinstance(self.latent, int) else tuple(self.latent)
                 z = torch.randn(n, *shape, generator=self._latent_stream)
             z = z.to(device)
-            # a G whose BatchNorm uses batch statistics sees the whole snapshot as one batch; otherwise each
-            # sample is independent of its batch and chunks of a training batch's size are faster on a CPU
+            # a G whose BatchNorm uses batch statistics sees the whole snapshot as one batch
             if any(bn.training for bn in bn_layers(self.G)):
                 return self.G(z).detach()
-            return torch.cat([self.G(part).detach() for part in z.split(SNAPSHOT_CHUNK)])
+            return in_chunks(self.G, z).detach()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Your own metrics (``loss/gp``, a learning rate, ...) into the probes' run, at ``step``
