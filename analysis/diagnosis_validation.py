@@ -8,7 +8,9 @@ runs with seeds 11 and 12 (docs/diagnosis.md); this set uses other seeds and oth
 - the stable setup under the five loss families (seed 1) — labelled stable;
 - ring-2d: the non-saturating GAN of the preset (known to hop between modes: labelled mode-collapse) and
   the same players under WGAN-GP (labelled stable), seeds 1, 2;
-- the examples: the own-loop DCGAN, the Lightning module, the WGAN-GP ring loop — labelled stable.
+- the examples: the own-loop DCGAN, the Lightning module, the WGAN-GP ring loop — labelled stable; from
+  round 5 also the foreign-runs example (plain ``mlflow.log_metrics``, diagnosed through a key map),
+  labelled by what its G's samples are (``foreign_label``), since a small ring GAN may well collapse.
 
 Prints the confusion matrix (intended × diagnosed), the onset errors against the book's (steps 2-3 for
 the Adam defaults, 20-30 for the combined batch) and every disagreement with its evidence, as Markdown.
@@ -48,7 +50,10 @@ ROUNDS = {  # seeds of the chapter's scenarios, of the loss families, of the rin
     2: ((4, 5), (2,), (3, 4)),
     3: ((6, 7, 8), (3,), (5, 6)),
     4: ((9, 10, 11), (4,), (7, 8)),  # the rules as revised after round 3, on fresh seeds
+    5: ((), (), ()),  # the examples only (rules unchanged since round 4): fixed examples and the foreign runs
 }
+FOREIGN_SEEDS = {5: (5, 6)}  # rounds 1-4 had no foreign runs
+FOREIGN_STEPS = 400
 # round 3 trains each scenario at the README main job's size for it (gantrack.studies.MAIN_JOB_CPU, with
 # bfloat16 where the main job uses it) and the 3-layer ring-2d preset; rounds 1-2 the two WIDTHS and the
 # 1-layer ring of the time (3,000 steps)
@@ -96,17 +101,58 @@ def label(run) -> str:
     return INTENDED.get(scenario, "stable")
 
 
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def examples(uri: str, experiment: str, round_: int) -> None:
     seed = ["--seed", str(round_)] if round_ >= 4 else []  # rounds 1-3 ran the same example runs (seed 1)
     for name, argv in (
         ("dcgan_own_loop", ["--steps", "450", *seed]),
-        ("lightning_gan", ["--steps", "300"]),
+        ("lightning_gan", ["--steps", "300", *(seed if round_ >= 5 else [])]),  # --seed since round 5
         ("wgan_gp_ring", ["--steps", "300", *seed]),
     ):
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        mod.main(argv + ["--tracking-uri", uri, "--experiment", experiment])
+        _example(name).main(argv + ["--tracking-uri", uri, "--experiment", experiment])
+
+
+def foreign_label(G) -> tuple[str, str]:
+    """What a foreign ring run is, read from its G (which ``diagnose`` never sees, only the run's logged
+    losses): 1,000 samples measured with the ring measures at the example's mode width (σ = 0.05), judged
+    by the rules' own ring thresholds. Returns (label, what was measured)."""
+    import torch
+
+    from gantrack import diagnosis, diversity
+
+    with torch.no_grad():
+        points = G(torch.randn(1000, 4, generator=torch.Generator().manual_seed(0)))
+    modes, quality = diversity.ring_modes(points, std=0.05)
+    seen = f"G's samples: {modes} of 8 modes, quality {quality:.2f}"
+    if quality <= diagnosis.COVERAGE_GARBAGE * diagnosis.RING_QUALITY_CEILING:
+        return "convergence-failure", seen
+    if modes <= diagnosis.RING_COLLAPSE and quality >= diagnosis.RING_QUALITY:
+        return "mode-collapse", seen
+    return ("stable" if modes == 8 and quality >= diagnosis.RING_QUALITY else "unclear"), seen
+
+
+def foreign(uri: str, experiment: str, round_: int) -> pd.DataFrame:
+    """The foreign-runs example (plain ``mlflow.log_metrics``, no gantrack) in an experiment of its own,
+    diagnosed through the ``pytorch-dcgan`` key map; labelled by what its G's samples are."""
+    from gantrack import keymaps
+
+    mod, labels = _example("foreign_runs"), {}
+    for seed in FOREIGN_SEEDS.get(round_, ()):
+        run_id, G = mod.train_without_gantrack(FOREIGN_STEPS, seed, experiment, uri)
+        labels[run_id] = (seed, *foreign_label(G))
+    if not labels:
+        return pd.DataFrame()
+    table = diagnose(load_runs(experiment, tracking_uri=uri, key_map=keymaps.preset("pytorch-dcgan"), progress=False))
+    table = table[table["run_id"].isin(labels)].copy()
+    table["intended"] = [labels[r][1] for r in table["run_id"]]
+    table["setting"] = [f"foreign ring seed {labels[r][0]} ({labels[r][2]})" for r in table["run_id"]]
+    return table
 
 
 def main() -> None:
@@ -120,15 +166,17 @@ def main() -> None:
         type=int,
         default=1,
         choices=sorted(ROUNDS),
-        help="1: the first set; 2-4: fresh seeds (3, 4: main job's sizes)",
+        help="1: the first set; 2-4: fresh seeds (3, 4: main job's sizes); 5: the examples only",
     )
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     experiment = EXPERIMENT if args.round == 1 else f"{EXPERIMENT}-{args.round}"
     cfgs = [c.replace(threads=1) for c in configs(experiment, args.round)]
-    run_configs(cfgs, args.tracking_uri, workers=args.workers)
+    if cfgs:
+        run_configs(cfgs, args.tracking_uri, workers=args.workers)
     rs = load_runs(experiment, tracking_uri=args.tracking_uri, progress=False)
-    if not args.skip_examples and not (rs.runs.get(f"tags.{C.TAG_KIND}", pd.Series(dtype=str)) == "user-loop").any():
+    kinds = rs.runs.get(f"tags.{C.TAG_KIND}", pd.Series(dtype=str))
+    if not args.skip_examples and not (kinds == "user-loop").any():
         examples(args.tracking_uri, experiment, args.round)
         rs = load_runs(experiment, tracking_uri=args.tracking_uri, progress=False)
     table = diagnose(rs)
@@ -143,6 +191,8 @@ def main() -> None:
         or str(runs.loc[r].get("name"))
         for r in table["run_id"]
     ]
+    if not args.skip_examples and args.round in FOREIGN_SEEDS:
+        table = pd.concat([table, foreign(args.tracking_uri, f"{experiment}-foreign", args.round)], ignore_index=True)
     correct = table["verdict"] == table["intended"]
     print(f"## Validation: {correct.sum()} of {len(table)} runs correct ({100 * correct.mean():.0f} %)\n")
     cm = pd.crosstab(table["intended"], table["verdict"])
@@ -157,7 +207,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     m = rs.metrics
     for _, r in table.iterrows():
-        scenario = runs.loc[r["run_id"]].get(f"tags.{C.TAG_SCENARIO}")
+        scenario = runs.loc[r["run_id"]].get(f"tags.{C.TAG_SCENARIO}") if r["run_id"] in runs.index else None
         if scenario in BOOK_ONSET and r["verdict"] == "convergence-failure":
             lo, hi = BOOK_ONSET[scenario]
             onset = int(r["onset_step"])

@@ -25,6 +25,10 @@ rounds; wall time and process CPU time (all threads) both. Targets: <= 3 % witho
 follows: gan_step against the bare step on one model in ABBA blocks, and the time spent in
 logging code (loop thread wall, writer thread CPU).
 
+The diversity cost is given twice: as the difference of the all+div and probes+ps overheads (everything,
+but the difference of two noisy estimates), and as the time spent inside the run's ``RunMonitor``, timed
+where it runs in one more run, over the bare step's time.
+
     python benchmarks/bench_harness.py [--steps 450] [--runs 2] [--width 0.25] [--set KEY=VALUE ...]
 """
 
@@ -248,6 +252,33 @@ def logging_work(cfg: Config, folder: str) -> dict[str, float]:
     return spent
 
 
+def monitor_work(cfg: Config, folder: str) -> float:
+    """Wall seconds spent in the run's ``RunMonitor`` (diversity snapshots: G's samples, their metrics,
+    ``div/batch_bins``; the online detector, its final decision) in one harness run with diversity on.
+    Timed on the loop thread, where all of it runs, so it does not depend on machine drift between runs
+    the way a difference of two runs' overheads does; what it leaves out is any slowdown of the steps
+    after a snapshot (caches refilled), which that difference holds."""
+    from gantrack import stepstats
+
+    spent = [0.0]
+
+    def timed(name):
+        fn = getattr(stepstats.RunMonitor, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        return stepstats.RunMonitor, name, wrapper
+
+    with patched(timed("after_step"), timed("final")):
+        harness(cfg, folder)
+    return spent[0]
+
+
 def harness(cfg: Config, folder: str) -> tuple[float, float]:
     """(seconds of the training loop as the run logged them, seconds of the whole train() call)."""
     from mlflow.tracking import MlflowClient
@@ -333,6 +364,12 @@ def main() -> None:
     bare_s = args.steps * sum(x["b_wall"] for x in rounds["harness"]) / sum(x["b_steps"] for x in rounds["harness"])
     for where, s in logging_work(variants["harness"], folder).items():
         print(f"  logging on the {where:20s} {1000 * s / args.steps:6.2f} ms/step  = {100 * s / bare_s:4.1f} % of bare")
+    s = monitor_work(variants["all+div"], folder)
+    print("breakdown of all+div:")
+    print(
+        f"  diversity snapshots + detector, timed where they run: {1000 * s / args.steps:6.2f} ms/step = "
+        f"{100 * s / bare_s:4.1f} % of bare (goal <= 3 %)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ LOOPS = {
 }
 # the probes' own cost, as the loops' users pay it for the explanation; the DCGAN example's diversity
 # snapshots (G's samples against the data once per pass) are measured as a third arm, apart
-PROBE_ONLY = {"dcgan_own_loop": ["--no-diversity"], "wgan_gp_ring": []}
+PROBE_ONLY = {"dcgan_own_loop": ["--no-diversity"], "wgan_gp_ring": ["--no-diversity"]}
 
 
 def measure(name: str, steps: int, pairs: int) -> None:

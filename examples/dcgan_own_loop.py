@@ -58,6 +58,13 @@ def main(argv=None) -> str:
     ap.add_argument("--no-probes", action="store_true", help="the plain example, nothing logged")
     ap.add_argument("--stop-on", default="", help="end early in these failure modes, e.g. convergence-failure")
     ap.add_argument("--no-diversity", action="store_true", help="probes without the sample-diversity snapshots")
+    ap.add_argument(
+        "--diversity-every",
+        type=int,
+        default=50,
+        help="steps between sample-diversity snapshots (0: once per pass over the 5,851 eights, 91 steps at "
+        "batch 64; the failure-mode detector needs five to judge a collapse)",
+    )
     ap.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     opt = ap.parse_args(argv)
     device = resolve_device(opt.device)  # the probes follow the models onto their device
@@ -83,7 +90,8 @@ def main(argv=None) -> str:
         enabled=not opt.no_probes,
         G=netG,
         latent=(nz, 1, 1),
-        reference=None if opt.no_diversity else data,  # gantrack: sample diversity (div/*) once per pass
+        reference=None if opt.no_diversity else data,  # gantrack: sample diversity (div/*)
+        diversity_every=opt.diversity_every,
         stop_on=opt.stop_on,
     )  # gantrack
     with probes:  # gantrack

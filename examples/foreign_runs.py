@@ -15,6 +15,7 @@ import os
 
 import mlflow
 import torch
+from matplotlib.figure import Figure  # no pyplot: the figure goes to MLflow, never to a screen
 from torch import nn
 
 from gantrack import keymaps
@@ -22,8 +23,9 @@ from gantrack.analysis import build_report, explain, load_runs
 from gantrack.tracking import resolve_tracking_uri
 
 
-def train_without_gantrack(steps: int, seed: int, experiment: str, uri: str) -> str:
-    """Somebody's GAN loop: nothing but MLflow's own logging."""
+def train_without_gantrack(steps: int, seed: int, experiment: str, uri: str) -> tuple[str, nn.Module]:
+    """Somebody's GAN loop: nothing but MLflow's own logging (the losses and D's outputs each step, a
+    scatter of G's final samples over the ring as a figure). Returns the run id and the trained G."""
     torch.manual_seed(seed)
     D = nn.Sequential(
         nn.Linear(2, 64), nn.LeakyReLU(0.2), nn.Linear(64, 64), nn.LeakyReLU(0.2), nn.Linear(64, 1), nn.Sigmoid()
@@ -62,7 +64,15 @@ def train_without_gantrack(steps: int, seed: int, experiment: str, uri: str) -> 
                 },
                 step=step,
             )
-    return run.info.run_id
+        with torch.no_grad():
+            points = G(torch.randn(1000, 4)).numpy()
+        fig = Figure(figsize=(4, 4))
+        ax = fig.subplots()
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, label="G")
+        ax.scatter(centres[:, 0], centres[:, 1], marker="x", color="red", label="modes")
+        ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", title=f"step {steps}")
+        mlflow.log_figure(fig, "samples/final.png")
+    return run.info.run_id, G
 
 
 def main(argv=None):
@@ -75,7 +85,7 @@ def main(argv=None):
     opt = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = resolve_tracking_uri(opt.tracking_uri)
-    ids = [train_without_gantrack(opt.steps, int(s), opt.experiment, uri) for s in opt.seeds.split(",")]
+    ids = [train_without_gantrack(opt.steps, int(s), opt.experiment, uri)[0] for s in opt.seeds.split(",")]
     key_map = keymaps.preset("pytorch-dcgan")
     rs = load_runs(opt.experiment, tracking_uri=uri, key_map=key_map, progress=False)
     for rid in ids:

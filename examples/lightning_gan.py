@@ -65,9 +65,10 @@ def main(argv=None) -> str:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--tracking-uri")
     ap.add_argument("--experiment", default="lightning")
+    ap.add_argument("--seed", type=int, default=1)
     opt = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    torch.manual_seed(1)
+    torch.manual_seed(opt.seed)
     loader = DataLoader(TensorDataset(image_dataset("mnist-eights")), batch_size=64, shuffle=True, drop_last=True)
     callback = GantrackCallback(
         order="g-first", experiment=opt.experiment, tracking_uri=opt.tracking_uri, run_name="lightning-gan"

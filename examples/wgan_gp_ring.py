@@ -2,8 +2,9 @@
 
 The loop is the usual WGAN-GP one (Gulrajani et al. 2017: Adam lr 1e-4, betas (0, 0.9), penalty 10,
 n_critic 5). The lines marked ``# gantrack`` are all that was added: ``d_step`` on every critic step
-(the probe cells keep the last one before G's step) and the gradient penalty logged into the same run
-with ``log_metrics``.
+(the probe cells keep the last one before G's step), the gradient penalty logged into the same run
+with ``log_metrics``, and 10,000 points of the ring as the reference for G's sample-diversity snapshots
+(``div/*``, every 50 generator steps: a 300-step run gets six, enough for the failure-mode detector).
 
     python examples/wgan_gp_ring.py --steps 300 --experiment wgan-ring
     gantrack report --experiment wgan-ring
@@ -34,6 +35,14 @@ def main(argv=None):
     ap.add_argument("--experiment", default="wgan-ring")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-probes", action="store_true", help="the plain loop, nothing logged")
+    ap.add_argument(
+        "--diversity-every",
+        type=int,
+        default=50,
+        help="generator steps between sample-diversity snapshots (0: once per pass over the 10,000 reference "
+        "points, 78 steps at batch 128)",
+    )
+    ap.add_argument("--no-diversity", action="store_true", help="probes without the sample-diversity snapshots")
     opt = ap.parse_args(argv)
     torch.manual_seed(opt.seed)
     gen = torch.Generator().manual_seed(opt.seed)
@@ -50,6 +59,10 @@ def main(argv=None):
         run_name="wgan-gp-ring",
         params=vars(opt),
         enabled=not opt.no_probes,
+        G=G,
+        latent=2,
+        reference=None if opt.no_diversity else TOYS["ring-2d"](10_000, torch.Generator().manual_seed(0)),  # gantrack
+        diversity_every=opt.diversity_every,
     )  # gantrack
     with probes:  # gantrack
         t0 = time.perf_counter()

@@ -60,11 +60,31 @@ class OneChannelConv2d(nn.Conv2d):
         super().__init__(channels, 1, kernel_size, padding=kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_inference_mode_enabled():
+            return self._shifted_sum(x)
         n, c, h, w = x.shape
         k = self.kernel_size[0]
         flipped = self.weight[0].flip(1, 2).reshape(c, k * k).t()  # (k*k, C)
         z = torch.matmul(flipped.to(x.dtype), x.flatten(2))  # (N, k*k, H*W); a view of x in either layout
         return nn.functional.fold(z, (h, w), k, padding=k // 2) + self.bias.to(z.dtype).view(1, 1, 1, 1)
+
+    def _shifted_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """The same sum for inference only (G's diversity snapshots): F.fold's col2im, which adds the k*k
+        planes one pixel row at a time, is half of a snapshot's G pass; here it is 2k shifted adds of
+        whole planes (k offsets along x for every row offset at once, then k along y), 3x faster
+        forward. Training keeps ``fold`` (its backward is a fast im2col), so its bits do not change."""
+        n, c, h, w = x.shape
+        k, p = self.kernel_size[0], self.kernel_size[0] // 2
+        # plane (kx, ky): x's pixel (y, x) times w[:, ky, kx], which lands on output (y - ky + p, x - kx + p)
+        taps = self.weight[0].permute(2, 1, 0).reshape(k * k, c).to(x.dtype)
+        planes = torch.matmul(taps, x.permute(1, 0, 2, 3).reshape(c, n * h * w)).view(k, k, n, h, w)
+        rows = x.new_zeros(k, n, h, w + k - 1, dtype=torch.float32)  # bfloat16 planes summed in float32
+        for kx in range(k):
+            rows[..., k - 1 - kx : k - 1 - kx + w] += planes[kx]
+        out = x.new_zeros(n, h + k - 1, w + k - 1, dtype=torch.float32)
+        for ky in range(k):
+            out[:, k - 1 - ky : k - 1 - ky + h] += rows[ky]
+        return (out[:, p : p + h, p : p + w] + self.bias).unsqueeze(1).to(x.dtype)
 
 
 def _bn(channels: int, cfg: Config) -> nn.Module:

@@ -97,6 +97,12 @@ def test_one_channel_conv_is_conv2d_forward_and_backward(layout):
     scale = ref.weight.grad.abs().max().item()
     torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-5 * scale)
     torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():  # the snapshots' shifted-add sum: the same convolution
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-5)
+        x16 = x.to(torch.bfloat16)
+        y16 = fast.to(torch.bfloat16)(x16)
+        assert y16.dtype == torch.bfloat16 and y16.shape == (5, 1, 28, 28)
+        torch.testing.assert_close(y16.float(), ref(x16.float()), rtol=0.02, atol=0.02)
 
 
 def test_one_pass_batchnorm_keeps_kerass_zero_debiased_statistics():

@@ -26,6 +26,8 @@ def example(name):
 def test_dcgan_own_loop_explains_every_factor_its_order_allows(store):
     run_id, _ = example("dcgan_own_loop").main(["--steps", "60", "--tracking-uri", store, "--experiment", "own"])
     rs = load_runs("own", tracking_uri=store, progress=False)
+    snaps = rs.metrics[(rs.metrics["run_id"] == run_id) & (rs.metrics["key"] == "div/duplicates")]
+    assert snaps["step"].tolist() == [50]  # --diversity-every's default
     ex = explain(rs, run_id, n_boot=100, min_length=16)
     f = ex["factors"].set_index("factor")
     assert f.loc["sampling", "estimate"] == pytest.approx(1.0, abs=1e-6)  # G scores D's own batch
@@ -67,6 +69,10 @@ def test_foreign_runs_are_explained_through_a_key_map(store, tmp_path):
     s = rep.summary.iloc[0]
     assert np.isfinite(s["ratio"]) and s["p_bar_source"] == "implied by d_fake"
     assert np.isnan(s["link"])
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    assert [f.path for f in client.list_artifacts(ids[0], "samples")] == ["samples/final.png"]  # G's scatter
 
 
 def cli(*args, cwd):
@@ -79,7 +85,7 @@ def cli(*args, cwd):
 def foreign(tmp_path_factory):
     folder = tmp_path_factory.mktemp("foreign")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    example("foreign_runs").train_without_gantrack(80, 1, "foreign", uri)
+    example("foreign_runs").train_without_gantrack(80, 1, "foreign", uri)  # (run id, G)
     return uri, folder
 
 
@@ -148,10 +154,14 @@ def test_load_runs_key_map_errors_name_the_runs(foreign):
 
 
 def test_wgan_gp_example_with_critic_steps_logs_its_penalty_and_explains(store):
-    run_id, _ = example("wgan_gp_ring").main(["--steps", "40", "--tracking-uri", store, "--experiment", "wgan"])
+    run_id, _ = example("wgan_gp_ring").main(
+        ["--steps", "40", "--diversity-every", "20", "--tracking-uri", store, "--experiment", "wgan"]
+    )
     rs = load_runs("wgan", tracking_uri=store, progress=False)
     gp = rs.metrics[(rs.metrics["run_id"] == run_id) & (rs.metrics["key"] == "loss/gp")]
     assert sorted(gp["step"]) == list(range(1, 41))
+    cov = rs.metrics[(rs.metrics["run_id"] == run_id) & (rs.metrics["key"] == "div/coverage")]
+    assert sorted(cov["step"]) == [20, 40] and cov["value"].between(0, 1).all()  # G against the ring's points
     f = explain(rs, run_id, n_boot=50, min_length=16)["factors"].set_index("factor")["estimate"]
     assert f["link"] == pytest.approx(1.0, rel=1e-6)  # WGAN: g = -d_fake
     assert f["residual"] == pytest.approx(1.0, rel=1e-6)
