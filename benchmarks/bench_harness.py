@@ -48,24 +48,25 @@ from gantrack.harness import build_gan, d_as_in_g_step, gan_step  # noqa: E402
 
 
 def bare_step(gan) -> None:
-    """One step of the same training as the harness (book order, Keras semantics), logging nothing."""
+    """One step of the same training as the harness (book order, Keras semantics, the run's precision:
+    ``gan.d`` and ``gan.g`` are the models under the config's autocast), logging nothing."""
     D, G, fam, half = gan.D, gan.G, gan.fam, gan.cfg.half_batch
     real = gan.sample_real(half)
     z = gan.latent(half)
     with torch.no_grad():
         G.eval()
-        fake = G(z)
+        fake = gan.g(z)
         G.train()
     gan.opt_d.zero_grad()
-    fam.d_real(fam.output(D(real))).mean().backward()
+    fam.d_real(fam.output(gan.d(D, real))).mean().backward()
     gan.opt_d.step()
     gan.opt_d.zero_grad()
-    fam.d_fake(fam.output(D(fake))).mean().backward()
+    fam.d_fake(fam.output(gan.d(D, fake))).mean().backward()
     gan.opt_d.step()
     z_gen = gan.latent(gan.cfg.batch_size)
     D.requires_grad_(False)
     with d_as_in_g_step(D, gan.cfg):
-        g = fam.g(fam.output(D(G(z_gen)))).mean()
+        g = fam.g(fam.output(gan.d(D, gan.g(z_gen)))).mean()
     gan.opt_g.zero_grad()
     g.backward()
     gan.opt_g.step()

@@ -421,9 +421,9 @@ class LoopProbes:
         if C.DIV_COVERAGE in extra and self.monitor.last_samples is not None:
             # the snapshot's first samples in MLflow's image grid (key "samples", on the step slider): what
             # the diversity numbers and the verdict are checked against
-            from .samples import image_grid  # matplotlib (via figures) only once a snapshot is taken
+            from .samples import snapshot_image  # matplotlib (via figures) only once a snapshot is taken
 
-            image = image_grid(self.monitor.last_samples)
+            image = snapshot_image(self.monitor.last_samples, self.monitor.reference.balls, self.step)
             if image is not None:
                 best_effort(self.run.log_image, image, "samples", self.step)
         if decided is not None:

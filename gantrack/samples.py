@@ -11,6 +11,8 @@ import torch
 
 from . import data, figures
 
+GRID = 25  # samples of a diversity snapshot shown as an image grid (5 x 5, as the harness's grids)
+
 
 class SampleGrid:
     """The fixed latent batch of a run and the picture of what G makes of it."""
@@ -60,6 +62,26 @@ def tiles(x: np.ndarray) -> np.ndarray:
     grid[:n] = np.clip((x + 1) / 2, 0, 1)
     out = grid.reshape(side, side, c, h, w).transpose(0, 3, 1, 4, 2).reshape(side * h, side * w, c)
     return out[..., 0] if c == 1 else out
+
+
+def snapshot_image(x, reference: np.ndarray | None = None, step: int | None = None) -> np.ndarray | None:
+    """A diversity snapshot as uint8 pixels for ``mlflow.log_image``: its first ``GRID`` images as a grid,
+    or, for samples of one or two coordinates (the toys, a user's 2-D data), all of them scattered over up
+    to 500 of ``reference``'s points; None for anything else."""
+    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    if x.ndim == 4:
+        return image_grid(x[:GRID])
+    if x.ndim != 2 or x.shape[1] not in (1, 2):
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    real = np.zeros((0, x.shape[1]), np.float32) if reference is None else np.asarray(reference)[:500]
+    fig = figures.scatter_samples(real, x, "" if step is None else f"step {step}")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    figures.close(fig)
+    return pixels
 
 
 def image_grid(x) -> np.ndarray | None:

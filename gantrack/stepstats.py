@@ -55,7 +55,6 @@ def bn_stats_frozen(*modules: nn.Module, layers: list[nn.Module] | None = None):
 ROWS = 3 + len(C.CELLS)  # fake, gen, real and the probe cells: the most score vectors one step has
 
 
-SNAPSHOT_GRID = 25  # samples of each diversity snapshot shown as a grid (5 x 5, as the harness's grids)
 _PADDINGS: dict = {}
 
 
@@ -212,7 +211,7 @@ class RunMonitor:
                 extra[C.DIV_BATCH_BINS_NULL] = self.reference.batch_bins_null(len(g_batch))
         if self.reference is not None and self.sample is not None and self.every > 0 and step % self.every == 0:
             drawn = self.sample(self.reference.snapshot)
-            self.last_samples = drawn[:SNAPSHOT_GRID].detach()  # for a sample grid at the snapshot's step
+            self.last_samples = drawn.detach()  # for the snapshot's picture at its step (no copy)
             snap = snapshot_metrics(drawn, self.reference)
             self.detector.add_snapshot(step, snap)
             extra.update(snap)

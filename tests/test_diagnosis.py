@@ -353,8 +353,9 @@ def test_loop_probes_reference_checks_before_any_run_and_logs_diversity(store):
     probes = _snapshot_loop(D, G, loader, torch.randn(64, 2), "ref", store, steps=30, batch=64)
     hist = MlflowClient(store).get_metric_history(probes.run_id, C.DIV_COVERAGE)
     assert sorted(m.step for m in hist) == [10, 20, 30]
-    # points, not images: no sample grid (an image G's grids: the next test)
-    assert not [f for f in MlflowClient(store).list_artifacts(probes.run_id) if f.path == "images"]
+    # points, not images: each snapshot's scatter over the reference in the image grid (an image G's: next test)
+    files = [f.path for f in MlflowClient(store).list_artifacts(probes.run_id, "images") if f.path.endswith(".png")]
+    assert sorted(int(f.split("+step+")[1].split("+")[0]) for f in files) == [10, 20, 30]
 
 
 def test_loop_probes_log_each_snapshot_as_a_sample_grid_on_the_step_slider(store):
@@ -385,6 +386,21 @@ def test_image_grid_known_answers():
     rgb = image_grid(torch.zeros(1, 3, 4, 4))
     assert rgb.shape == (4, 4, 3) and (rgb == 128).all()  # 0 in [-1, 1] is mid-grey, colours as they are
     assert image_grid(torch.zeros(5, 2)) is None and image_grid(torch.zeros(5, 2, 4, 4)) is None
+
+
+def test_snapshot_image_scatters_points_and_grids_images():
+    from gantrack.samples import snapshot_image
+
+    grid = snapshot_image(-torch.ones(30, 1, 4, 4))
+    assert grid.shape == (20, 20) and (grid == 255).all()  # the first 25 of 30 images, no ink
+    fake = torch.zeros(200, 2)  # every generated point at the origin, the reference far from it
+    real = np.full((100, 2), 5.0, np.float32)
+    pic = snapshot_image(fake, real, step=7)
+    assert pic.dtype == np.uint8 and pic.ndim == 3 and pic.shape[2] == 3
+    red = (pic[..., 0] > 200) & (pic[..., 1] < 80) & (pic[..., 2] < 80)  # generated: tab:red
+    blue = (pic[..., 2] > 150) & (pic[..., 0] < 80)  # real: tab:blue
+    assert red.any() and blue.any()
+    assert snapshot_image(torch.zeros(5, 3)) is None and snapshot_image(torch.zeros(5, 2, 3)) is None
 
 
 def test_harness_stop_on_ends_a_combined_batch_run_cleanly_with_its_diagnosis(store):
