@@ -494,12 +494,11 @@ def _loop(
 
 
 def _log_samples(run: TrackedRun, gan: GAN, samples: SampleGrid, step: int, tmpdir: Path) -> None:
-    """The sample grid as a file under ``samples/`` and, for images, in MLflow's image grid (key
-    ``samples``: the UI shows it against the step slider). Best effort: training goes on without."""
-    tracking.best_effort(run.log_artifact, samples.save(gan, step, tmpdir), "samples")
-    image = samples.image(gan)
-    if image is not None:
-        tracking.best_effort(run.log_image, image, "samples", step)
+    """The sample grid (the toys: their scatter) as a file under ``samples/`` and in MLflow's image grid
+    (key ``samples``: the UI shows it against the step slider). Best effort: training goes on without."""
+    path = samples.save(gan, step, tmpdir)
+    tracking.best_effort(run.log_artifact, path, "samples")
+    tracking.best_effort(run.log_image, samples.image(gan, path), "samples", step)
 
 
 def _final_artifacts(

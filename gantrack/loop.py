@@ -128,8 +128,9 @@ class LoopProbes:
     ``latent`` (the shape of one latent point, e.g. ``(nz, 1, 1)``, or a callable ``n -> z``) and
     ``reference`` (real data as G outputs it: a tensor, or a loader of batches; at most 10,000 samples
     taken), every ``diversity_every`` steps (0: once per pass over the reference at your batch size) the
-    probes draw a snapshot of G's samples — under ``no_grad``, G's BatchNorm statistics and torch's random
-    stream untouched — and log ``div/*``. Bad reference data (images outside [-1, 1], a shape G does
+    probes draw a snapshot of G's samples — without gradients, G's BatchNorm statistics and torch's random
+    stream untouched — and log ``div/*``, with the snapshot's picture in MLflow's image grid (key
+    ``samples``: 25 images, or the points scattered over the reference). Bad reference data (images outside [-1, 1], a shape G does
     not produce) is one ``GantrackError`` before the run exists. The failure-mode detector runs on every
     step's metrics (and the snapshots): it logs ``diagnosis/*`` and tags ``gantrack.diagnosis`` as soon
     as it decides; ``stop_on=("convergence-failure", "diverged")`` makes ``should_stop`` true then (end
@@ -419,8 +420,8 @@ class LoopProbes:
         if extra:
             self.run.log(self.step, extra.items())
         if C.DIV_COVERAGE in extra and self.monitor.last_samples is not None:
-            # the snapshot's first samples in MLflow's image grid (key "samples", on the step slider): what
-            # the diversity numbers and the verdict are checked against
+            # the snapshot's picture in MLflow's image grid (key "samples", on the step slider): what the
+            # diversity numbers and the verdict are checked against
             from .samples import snapshot_image  # matplotlib (via figures) only once a snapshot is taken
 
             image = snapshot_image(self.monitor.last_samples, self.monitor.reference.balls, self.step)

@@ -403,6 +403,23 @@ def test_snapshot_image_scatters_points_and_grids_images():
     assert snapshot_image(torch.zeros(5, 3)) is None and snapshot_image(torch.zeros(5, 2, 3)) is None
 
 
+def test_harness_logs_a_toys_scatter_to_the_image_grid(store):
+    """ring-2d's picture is a scatter: the same PNG as the ``samples/`` file, in MLflow's image grid at its step."""
+    from PIL import Image
+
+    from gantrack import preset, train
+
+    cfg = preset("ring-2d").replace(steps=20, sample_every=10, diversity_every=-1, experiment="toy", threads=1)
+    run_id = train(cfg, tracking_uri=store, quiet=True)
+    client = MlflowClient(store)
+    files = sorted(f.path for f in client.list_artifacts(run_id, "images") if f.path.endswith(".png"))
+    assert sorted(int(f.split("+step+")[1].split("+")[0]) for f in files) == [10, 20]
+    saved = sorted(f.path for f in client.list_artifacts(run_id, "samples"))
+    logged = np.asarray(Image.open(client.download_artifacts(run_id, files[-1])).convert("RGB"))
+    kept = np.asarray(Image.open(client.download_artifacts(run_id, saved[-1])).convert("RGB"))
+    assert logged.shape == kept.shape and (logged == kept).all()
+
+
 def test_harness_stop_on_ends_a_combined_batch_run_cleanly_with_its_diagnosis(store):
     """The chapter's combined-batch failure at narrow width: D wins from about step 20 (docs/diagnosis.md),
     so the online detector must stop the run well before its 200 steps, with weights, samples and the
