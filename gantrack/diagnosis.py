@@ -409,6 +409,10 @@ def _judge(s, flags, what: list[str], rule: str) -> tuple[int | None | bool, int
     shown = " / ".join(what[-COLLAPSED_SNAPSHOTS:])
     ev = [f"last snapshots (steps {at}): {shown} (rule: {rule} at the last {COLLAPSED_SNAPSHOTS} snapshots)"]
     if not flags[-COLLAPSED_SNAPSHOTS:].all():
+        held = _first_run(flags, COLLAPSED_SNAPSHOTS)
+        if held is not None:  # it held earlier and let go: a run recovering, worth saying (not a verdict)
+            end = held + int(np.argmin(flags[held:]))
+            ev.append(f"the rule held at snapshots {int(s[held])}–{int(s[end - 1])}, not at the last ones")
         return None, None, ev
     first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
     resolution = int(np.median(np.diff(s))) if len(s) > 1 else None

@@ -248,6 +248,19 @@ def test_collapsed_snapshots_are_mode_collapse_from_the_first_collapsed_one():
     assert (d.verdict, d.onset_step, d.onset_resolution) == ("mode-collapse", 120, 20)
 
 
+def test_a_collapse_that_lets_go_at_the_end_is_not_the_verdict_but_is_in_the_evidence():
+    steps, s = _series()
+    snaps = _diverse_snapshots(steps)
+    st, dup = snaps[C.DIV_DUPLICATES]
+    cov = snaps[C.DIV_COVERAGE][1].copy()
+    dup, collapsed = dup.copy(), (st >= 80) & (st <= 160)  # collapsed at 80-160, diverse again at 180, 200
+    dup[collapsed], cov[collapsed] = 0.95, 0.05
+    snaps[C.DIV_DUPLICATES], snaps[C.DIV_COVERAGE] = (st, dup), (st, cov)
+    d = decide(steps, s, snaps)
+    assert d.verdict != "mode-collapse"
+    assert "the rule held at snapshots 80–160, not at the last ones" in d.evidence
+
+
 def test_without_diversity_a_run_is_never_called_collapsed_and_says_what_is_missing():
     steps, s = _series()
     d = decide(steps, s)
