@@ -124,17 +124,19 @@ class LoopProbes:
     costs seconds and the metrics wait in the buffer. ``run_id`` is the run's id once started; one
     ``LoopProbes`` is one run (entering ``with`` again is refused before a second run exists).
 
-    **Sample diversity and the diagnosis** (``gantrack.diversity``, ``gantrack.diagnosis``): with ``G``, ``latent``
-    (the shape of one latent point, e.g. ``(nz, 1, 1)``, or a callable ``n -> z``) and ``reference`` (real data as G
-    outputs it: a tensor, or a loader of batches; at most 10,000 samples taken), every ``diversity_every`` steps (0:
-    once per pass over the reference at your batch size) the probes draw a snapshot of G's samples — without
-    gradients, G's BatchNorm statistics and torch's random stream untouched — and log ``div/*``, with the snapshot's
-    picture in MLflow's image grid (key ``samples``: 25 images, or the points scattered over the reference). Bad
-    reference data (images outside [-1, 1], a shape G does not produce) is one ``GantrackError`` before the run
-    exists. The failure-mode detector runs on every step's metrics (and the snapshots): it logs ``diagnosis/*`` and
-    tags ``gantrack.diagnosis`` as soon as it decides; ``stop_on=("convergence-failure", "diverged")`` makes
-    ``should_stop`` true then (end your loop with ``if probes.should_stop: break``; the tag ``gantrack.stopped``
-    says why). At the end the whole run is diagnosed and the MLflow description starts with the verdict.
+    **Sample diversity and the diagnosis** (``gantrack.diversity``, ``gantrack.diagnosis``): with ``G``,
+    ``latent`` (the shape of one latent point, e.g. ``(nz, 1, 1)``, or a callable ``n -> z``) and
+    ``reference`` (real data as G outputs it: a tensor, or a loader of batches; at most 10,000 samples
+    taken), every ``diversity_every`` steps (0: once per pass over the reference at your batch size) the
+    probes draw a snapshot of G's samples — without gradients, G's BatchNorm statistics and torch's random
+    stream untouched — and log ``div/*``, with the snapshot's picture in MLflow's image grid (key
+    ``samples``: 25 images, or the points scattered over the reference). Bad reference data (images outside
+    [-1, 1], a shape G does not produce) is one ``GantrackError`` before the run exists. The failure-mode
+    detector runs on every step's metrics (and the snapshots): it logs ``diagnosis/*`` and tags
+    ``gantrack.diagnosis`` as soon as it decides; ``stop_on=("convergence-failure", "diverged")`` makes
+    ``should_stop`` true then (end your loop with ``if probes.should_stop: break``; the tag
+    ``gantrack.stopped`` says why). At the end the whole run is diagnosed and the MLflow description starts
+    with the verdict.
 
     Devices and precision follow your loop: the probe passes run D on the device its parameters are on,
     inside whatever autocast context you call ``d_step``/``g_step``/``end_step`` from (call them where

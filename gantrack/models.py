@@ -72,7 +72,7 @@ class OneChannelConv2d(nn.Conv2d):
         """The same sum for inference only (G's diversity snapshots): F.fold's col2im, which adds the k*k
         planes one pixel row at a time, is half of a snapshot's G pass; here it is 2k shifted adds of
         whole planes (k offsets along x for every row offset at once, then k along y), 3x faster
-        forward. Training keeps ``fold`` (its backward is a fast im2col), so its bits do not change."""
+        forward. Training keeps ``fold``, so its numbers stay the same bits as before."""
         n, c, h, w = x.shape
         k, p = self.kernel_size[0], self.kernel_size[0] // 2
         # plane (kx, ky): x's pixel (y, x) times w[:, ky, kx], which lands on output (y - ky + p, x - kx + p)
