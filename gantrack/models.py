@@ -69,8 +69,8 @@ class OneChannelConv2d(nn.Conv2d):
         return nn.functional.fold(z, (h, w), k, padding=k // 2) + self.bias.to(z.dtype).view(1, 1, 1, 1)
 
     def _shifted_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """The same sum for inference only (G's diversity snapshots): F.fold's col2im, which adds the k*k
-        planes one pixel row at a time, is half of a snapshot's G pass; here it is 2k shifted adds of
+        """The same sum for inference only (G's diversity snapshots): the GEMM + F.fold above was half of
+        a snapshot's G pass, mostly in fold's col2im; here the k*k planes are summed by 2k shifted adds of
         whole planes (k offsets along x for every row offset at once, then k along y), 3x faster
         forward. Training keeps ``fold``, so its numbers stay the same bits as before."""
         n, c, h, w = x.shape
