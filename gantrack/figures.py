@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.image import imsave  # noqa: F401  (sample grids; re-exported for the harness)
 
 from . import contract as C
 

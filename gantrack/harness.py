@@ -496,9 +496,9 @@ def _loop(
 def _log_samples(run: TrackedRun, gan: GAN, samples: SampleGrid, step: int, tmpdir: Path) -> None:
     """The sample grid (the toys: their scatter) as a file under ``samples/`` and in MLflow's image grid
     (key ``samples``: the UI shows it against the step slider). Best effort: training goes on without."""
-    path = samples.save(gan, step, tmpdir)
+    path, pixels = samples.save(gan, step, tmpdir)
     tracking.best_effort(run.log_artifact, path, "samples")
-    tracking.best_effort(run.log_image, samples.image(gan, path), "samples", step)
+    tracking.best_effort(run.log_image, pixels, "samples", step)
 
 
 def _final_artifacts(

@@ -11,7 +11,7 @@ import torch
 
 from . import data, figures
 
-GRID = 25  # samples of a diversity snapshot shown as an image grid (5 x 5, as the harness's grids)
+GRID = 25  # images shown as one grid (5 x 5: the harness's fixed batch, the first of a diversity snapshot)
 
 
 class SampleGrid:
@@ -22,28 +22,16 @@ class SampleGrid:
         self.z = torch.randn(n if gan.real is not None else 500, gan.cfg.latent_dim, generator=g)
         self.reference = None if gan.real is not None else data.TOYS[gan.cfg.dataset](500, g).numpy()
 
-    def save(self, gan, step: int, folder: Path) -> Path:
-        """The picture as a PNG file in ``folder`` (the run's ``samples/`` artifacts)."""
-        x = self._generate(gan)
+    def save(self, gan, step: int, folder: Path) -> tuple[Path, np.ndarray]:
+        """What G makes of the fixed batch, drawn once (``snapshot_image``: a 5×5 grid, or for the toys a
+        scatter against the data) as uint8 pixels, and written as a PNG file in ``folder`` (the run's
+        ``samples/`` artifacts); returns the path and the pixels (for ``mlflow.log_image``)."""
+        from PIL import Image
+
+        pixels = snapshot_image(self._generate(gan), self.reference, step)
         path = folder / f"samples_step{step:06d}.png"
-        if self.reference is None:
-            figures.imsave(path, 1 - self._tiles(x), cmap="gray", vmin=0, vmax=1)
-        else:
-            fig = figures.scatter_samples(self.reference, x, f"step {step}")
-            fig.savefig(path, dpi=80)
-            figures.close(fig)
-        return path
-
-    def image(self, gan, saved: Path) -> np.ndarray:
-        """The picture as uint8 pixels for ``mlflow.log_image``: the image grid (black digits on white, as
-        the book draws them), or for the toys the scatter ``save`` wrote to ``saved``, read back rather than
-        drawn twice (drawing it costs more than a toy's step)."""
-        if self.reference is not None:
-            from PIL import Image
-
-            with Image.open(saved) as picture:
-                return np.asarray(picture.convert("RGB"))
-        return np.round(255 * (1 - self._tiles(self._generate(gan)))).astype(np.uint8)
+        Image.fromarray(pixels).save(path)
+        return path, pixels
 
     def _generate(self, gan) -> np.ndarray:
         with torch.no_grad():
@@ -51,10 +39,6 @@ class SampleGrid:
             x = gan.g(self.z.to(gan.device)).cpu().numpy()
             gan.G.train()
         return x
-
-    @staticmethod
-    def _tiles(x: np.ndarray) -> np.ndarray:
-        return tiles(x)
 
 
 def tiles(x: np.ndarray) -> np.ndarray:
@@ -69,9 +53,10 @@ def tiles(x: np.ndarray) -> np.ndarray:
 
 
 def snapshot_image(x, reference: np.ndarray | None = None, step: int | None = None) -> np.ndarray | None:
-    """A diversity snapshot as uint8 pixels for ``mlflow.log_image``: its first ``GRID`` images as a grid,
-    or, for samples of one or two coordinates (the toys, a user's 2-D data), all of them scattered over up
-    to 500 of ``reference``'s points; None for anything else."""
+    """G's samples (a diversity snapshot, the harness's fixed batch) as uint8 pixels for ``mlflow.log_image``
+    and the ``samples/`` files: the first ``GRID`` images as a grid, or, for samples of one or two
+    coordinates (the toys, a user's 2-D data), all of them scattered over up to 500 of ``reference``'s
+    points; None for anything else."""
     x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
     if x.ndim == 4:
         return image_grid(x[:GRID])
