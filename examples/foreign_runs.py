@@ -6,7 +6,7 @@ The loop is a small GAN on a 2-D ring of Gaussians that logs what the pytorch/ex
 onto gantrack's (the ``pytorch-dcgan`` preset: ``gantrack keymaps``) and writes the report; the
 factors that need probe cells are named there as not measurable, with how to add them.
 
-    python examples/foreign_runs.py --steps 400 --experiment foreign
+    python examples/foreign_runs.py --experiment foreign
     gantrack report --experiment foreign --keymap pytorch-dcgan      # the same from the shell
 """
 
@@ -77,7 +77,7 @@ def train_without_gantrack(steps: int, seed: int, experiment: str, uri: str) -> 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=2000, help="about 20 s a seed; at 400 G has not found the ring")
     ap.add_argument("--tracking-uri")
     ap.add_argument("--experiment", default="foreign")
     ap.add_argument("--seeds", default="1,2")

@@ -4,9 +4,9 @@ The loop is the usual WGAN-GP one (Gulrajani et al. 2017: Adam lr 1e-4, betas (0
 n_critic 5). The lines marked ``# gantrack`` are all that was added: ``d_step`` on every critic step
 (the probe cells keep the last one before G's step), the gradient penalty logged into the same run
 with ``log_metrics``, and 10,000 points of the ring as the reference for G's sample-diversity snapshots
-(``div/*``, every 50 generator steps: a 300-step run gets six, enough for the failure-mode detector).
+(``div/*``, every 50 generator steps).
 
-    python examples/wgan_gp_ring.py --steps 300 --experiment wgan-ring
+    python examples/wgan_gp_ring.py --experiment wgan-ring
     gantrack report --experiment wgan-ring
 """
 
@@ -28,7 +28,9 @@ def mlp(inp: int, out: int, hidden: int = 64) -> nn.Module:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300, help="generator steps")
+    ap.add_argument(
+        "--steps", type=int, default=3000, help="generator steps (about 40 s; at 300 G's samples have not reached the ring)"
+    )
     ap.add_argument("--n-critic", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--tracking-uri")

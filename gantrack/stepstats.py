@@ -245,6 +245,15 @@ class RunMonitor:
         return self.detector.final()
 
 
+def final_line(verdict: Diagnosis, online: Diagnosis | None) -> str:
+    """The run's verdict at its end, with the online one it replaces when they differ (a collapse that G
+    recovered from: "mode-collapse since step 150" while training, "stable" at the end)."""
+    line = f"at the end: {verdict.line()}"
+    if online is not None and online.verdict != verdict.verdict:
+        line += f" (while training: {online.line()})"
+    return line
+
+
 def decision_metrics(d: Diagnosis) -> dict[str, float]:
     m = {C.DIAG_CODE: float(d.code)}
     if d.onset_step is not None:

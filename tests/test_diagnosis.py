@@ -21,6 +21,7 @@ from gantrack.cli import main as cli
 from gantrack.data import image_dataset, ring_2d
 from gantrack.diagnosis import Detector, decide
 from gantrack.loop import LoopProbes
+from gantrack.stepstats import final_line
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +260,30 @@ def test_a_collapse_that_lets_go_at_the_end_is_not_the_verdict_but_is_in_the_evi
     d = decide(steps, s, snaps)
     assert d.verdict != "mode-collapse"
     assert "the rule held at snapshots 80–160, not at the last ones" in d.evidence
+
+
+def test_the_verdict_at_the_end_names_the_online_one_it_replaces():
+    # G collapsed at snapshots 80-160 and recovered: while training the detector said mode-collapse, at
+    # the end the run is stable, and the last line a user reads says both
+    steps, s = _series()
+    snaps = _diverse_snapshots(steps)
+    st, dup = snaps[C.DIV_DUPLICATES]
+    cov = snaps[C.DIV_COVERAGE][1].copy()
+    dup, collapsed = dup.copy(), (st >= 80) & (st <= 160)
+    dup[collapsed], cov[collapsed] = 0.95, 0.05
+    det = Detector("nsgan")
+    for i, step in enumerate(steps):
+        det.add(int(step), {k: float(v[i]) for k, v in s.items()})
+        if step in st:
+            j = int(np.flatnonzero(st == step)[0])
+            det.add_snapshot(int(step), {C.DIV_DUPLICATES: dup[j], C.DIV_COVERAGE: cov[j], C.DIV_COVERAGE_CEILING: 0.97})
+        det.update()
+    online = det.decision
+    assert (online.verdict, online.onset_step) == ("mode-collapse", 80)
+    final = det.final()
+    assert final.verdict == "stable"
+    assert final_line(final, online) == "at the end: stable (while training: mode-collapse (few distinct samples) since step 80)"
+    assert final_line(final, final) == "at the end: stable"
 
 
 def test_without_diversity_a_run_is_never_called_collapsed_and_says_what_is_missing():

@@ -672,7 +672,10 @@ def oscillation_pairs(metrics: pd.DataFrame, pairs=((C.D_FAKE, C.G_LOSS),), **op
             bx, by_ = rx[idx], ry[idx]
             bsr = by_.std(axis=1, ddof=1) / bx.std(axis=1, ddof=1)
             bxc, byc = bx - bx.mean(axis=1, keepdims=True), by_ - by_.mean(axis=1, keepdims=True)
-            bcorr = (bxc * byc).sum(axis=1) / np.sqrt((bxc**2).sum(axis=1) * (byc**2).sum(axis=1))
+            # a resample of a flat stretch (a loss pinned at its clip) has no correlation: NaN, which the
+            # interval's nanquantile leaves out, said here rather than as a RuntimeWarning
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bcorr = (bxc * byc).sum(axis=1) / np.sqrt((bxc**2).sum(axis=1) * (byc**2).sum(axis=1))
             row.update(
                 {
                     "n": n,
