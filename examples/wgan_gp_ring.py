@@ -29,7 +29,10 @@ def mlp(inp: int, out: int, hidden: int = 64) -> nn.Module:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--steps", type=int, default=3000, help="generator steps (about 40 s; at 300 G's samples have not reached the ring)"
+        "--steps",
+        type=int,
+        default=3000,
+        help="generator steps (about 40 s; at 300 G's samples have not reached the ring)",
     )
     ap.add_argument("--n-critic", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)

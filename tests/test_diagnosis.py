@@ -276,13 +276,18 @@ def test_the_verdict_at_the_end_names_the_online_one_it_replaces():
         det.add(int(step), {k: float(v[i]) for k, v in s.items()})
         if step in st:
             j = int(np.flatnonzero(st == step)[0])
-            det.add_snapshot(int(step), {C.DIV_DUPLICATES: dup[j], C.DIV_COVERAGE: cov[j], C.DIV_COVERAGE_CEILING: 0.97})
+            det.add_snapshot(
+                int(step), {C.DIV_DUPLICATES: dup[j], C.DIV_COVERAGE: cov[j], C.DIV_COVERAGE_CEILING: 0.97}
+            )
         det.update()
     online = det.decision
     assert (online.verdict, online.onset_step) == ("mode-collapse", 80)
     final = det.final()
     assert final.verdict == "stable"
-    assert final_line(final, online) == "at the end: stable (while training: mode-collapse (few distinct samples) since step 80)"
+    assert (
+        final_line(final, online)
+        == "at the end: stable (while training: mode-collapse (few distinct samples) since step 80)"
+    )
     assert final_line(final, final) == "at the end: stable"
 
 
