@@ -40,9 +40,12 @@ def scatter_samples(real: np.ndarray, fake: np.ndarray, title: str = ""):
     if real.shape[1] == 1:
         real = np.c_[real, np.zeros(len(real))]
         fake = np.c_[fake, np.zeros(len(fake))]
-    ax.scatter(real[:, 0], real[:, 1], s=4, c="tab:blue", label="real")
-    ax.scatter(fake[:, 0], fake[:, 1], s=4, c="tab:red", label="generated")
-    ax.legend()
+    # generated first and translucent, the data on top: where G's points pile onto the data (or spread over
+    # it, as WGAN-GP's do early), the modes must still show
+    ax.scatter(fake[:, 0], fake[:, 1], s=4, c="tab:red", alpha=0.35, linewidths=0, label="generated", zorder=1)
+    ax.scatter(real[:, 0], real[:, 1], s=6, c="tab:blue", label="real", zorder=2)
+    for handle in ax.legend().legend_handles:
+        handle.set_alpha(1)  # the legend's markers opaque, whatever the points' alpha
     ax.set_title(title)
     fig.tight_layout()
     return fig

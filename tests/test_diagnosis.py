@@ -443,6 +443,12 @@ def test_snapshot_image_scatters_points_and_grids_images():
     red = (pic[..., 0] > 200) & (pic[..., 1] < 80) & (pic[..., 2] < 80)  # generated: tab:red
     blue = (pic[..., 2] > 150) & (pic[..., 0] < 80)  # real: tab:blue
     assert red.any() and blue.any()
+    # the data is drawn over G's points: where both sit at the origin, its pixels are the data's blue
+    over = snapshot_image(torch.zeros(200, 2), np.zeros((100, 2), np.float32))
+    h, w = over.shape[:2]
+    centre = over[int(0.45 * h) : int(0.55 * h), int(0.45 * w) : int(0.6 * w)]
+    assert ((centre[..., 2] > 150) & (centre[..., 0] < 80)).any()
+    assert not ((centre[..., 0] > 200) & (centre[..., 1] < 80) & (centre[..., 2] < 80)).any()
     assert snapshot_image(torch.zeros(5, 3)) is None and snapshot_image(torch.zeros(5, 2, 3)) is None
 
 
