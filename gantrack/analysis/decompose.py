@@ -43,6 +43,7 @@ from .measures import (
     acf,
     block_indices,
     pair_spectrum,
+    percentile_interval,
     period_and_block,
     prepare,
     series_rng,
@@ -257,13 +258,13 @@ def _factor_table(raw: dict, idx: np.ndarray, alpha: float, order: str) -> pd.Da
             den = C.probe_key("dbatch_before", "g")
             reason = "includes BatchNorm context (run lacks probe/dbatch_before_gctx/g)"
         if num in raw and den in raw:
-            boot = _ratio_std(raw[num][idx], raw[den][idx])
+            lo, hi = percentile_interval(_ratio_std(raw[num][idx], raw[den][idx]), alpha)
             rows.append(
                 {
                     "factor": name,
                     "estimate": float(_ratio_std(raw[num], raw[den])),
-                    "lo": np.nanquantile(boot, alpha),
-                    "hi": np.nanquantile(boot, 1 - alpha),
+                    "lo": lo,
+                    "hi": hi,
                     "reason": reason,
                 }
             )
@@ -321,7 +322,7 @@ def _per_sample_law(fam, per_sample, common, raw, idx, alpha, spacing, g_cell: s
         err = pred_boot / meas_boot - 1
         out[f"predicted_{name}"] = float(pred)
         out[f"{name}_error"] = float(pred / meas - 1)
-        out[f"{name}_error_lo"], out[f"{name}_error_hi"] = np.nanquantile(err, alpha), np.nanquantile(err, 1 - alpha)
+        out[f"{name}_error_lo"], out[f"{name}_error_hi"] = percentile_interval(err, alpha)
 
     # the law: five numbers per window and cell (operating point, spread, the swings of both, their
     # correlation); windows let the operating point move between stretches of the run
@@ -433,7 +434,7 @@ def _explain(prepared, run_id, runs, family, opt, per_sample, per_sample_reason)
     factors["predicted_simple"] = np.where(factors["factor"] == "link", simple, np.nan)
     factors = factors[factors["factor"] != "ratio"].reset_index(drop=True)
 
-    imp_boot = _ratio_std(q_hat[idx], p_hat[idx])
+    implied_lo, implied_hi = percentile_interval(_ratio_std(q_hat[idx], p_hat[idx]), alpha)
     spec = pair_spectrum(detrended[C.D_FAKE], detrended[C.G_LOSS], spacing, opt.nperseg)
     spec["predicted_gain"] = lawed.get("predicted_link", simple)
     coherent = spec["coherence"].iloc[1:] > 0.5
@@ -475,8 +476,8 @@ def _explain(prepared, run_id, runs, family, opt, per_sample, per_sample_reason)
         "implied_p_std": float(np.nanstd(p_hat, ddof=1)),
         "implied_q_std": float(np.nanstd(q_hat, ddof=1)),
         "implied_ratio": float(_ratio_std(q_hat, p_hat)),
-        "implied_ratio_lo": np.nanquantile(imp_boot, alpha),
-        "implied_ratio_hi": np.nanquantile(imp_boot, 1 - alpha),
+        "implied_ratio_lo": implied_lo,
+        "implied_ratio_hi": implied_hi,
         "coherence_mean": float(spec["coherence"].iloc[1:].mean()),
         "coherent_fraction": float(coherent.mean()),
         "transfer_gain_coherent": float(spec["transfer_gain"].iloc[1:][coherent].median())

@@ -347,6 +347,17 @@ def block_indices(n: int, block: int, n_boot: int, rng: np.random.Generator) -> 
     return idx.reshape(n_boot, -1)[:, :n]
 
 
+def percentile_interval(boot: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The bootstrap percentile interval (Efron & Tibshirani 1993, ch. 13) of ``boot``'s finite values:
+    resamples with no value (NaN: a flat stretch has no correlation, a zero swing no ratio) are left out;
+    (NaN, NaN) when none has one."""
+    boot = np.asarray(boot, dtype=float)
+    if not np.isfinite(boot).any():
+        return float("nan"), float("nan")
+    lo, hi = np.nanquantile(boot, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def series_rng(seed: int, *names: str) -> np.random.Generator:
     """The bootstrap's random stream for one series (or pair): from the seed and the series' names,
     so a run's intervals do not depend on which other runs are in the frame, or in what order."""
@@ -673,15 +684,16 @@ def oscillation_pairs(metrics: pd.DataFrame, pairs=((C.D_FAKE, C.G_LOSS),), **op
             bsr = by_.std(axis=1, ddof=1) / bx.std(axis=1, ddof=1)
             bxc, byc = bx - bx.mean(axis=1, keepdims=True), by_ - by_.mean(axis=1, keepdims=True)
             # a resample of a flat stretch (a loss pinned at its clip) has no correlation: NaN, which the
-            # interval's nanquantile leaves out, said here rather than as a RuntimeWarning
+            # interval leaves out
             with np.errstate(invalid="ignore", divide="ignore"):
                 bcorr = (bxc * byc).sum(axis=1) / np.sqrt((bxc**2).sum(axis=1) * (byc**2).sum(axis=1))
+            corr_lo, corr_hi = percentile_interval(bcorr, alpha)
             row.update(
                 {
                     "n": n,
                     "corr": np.corrcoef(rx, ry)[0, 1],
-                    "corr_lo": np.nanquantile(bcorr, alpha),
-                    "corr_hi": np.nanquantile(bcorr, 1 - alpha),
+                    "corr_lo": corr_lo,
+                    "corr_hi": corr_hi,
                     "std_ratio": ry.std(ddof=1) / rx.std(ddof=1),
                     "std_ratio_lo": np.quantile(bsr, alpha),
                     "std_ratio_hi": np.quantile(bsr, 1 - alpha),
