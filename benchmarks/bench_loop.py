@@ -39,7 +39,7 @@ def measure(name: str, steps: int, pairs: int) -> None:
     spec.loader.exec_module(loop)
     uri = f"sqlite:///{tempfile.mkdtemp(prefix='gantrack-bench-loop-')}/mlflow.db"
     common = ["--steps", str(steps), "--tracking-uri", uri, "--experiment", "bench-loop", *SIZE.get(name, [])]
-    loop.main(["--steps", "5", "--tracking-uri", uri])  # warm up imports and the store
+    loop.main(["--steps", "5", "--tracking-uri", uri, *SIZE.get(name, [])])  # warm up imports and the store
     arms = {"probes": PROBE_ONLY[name], "plain": ["--no-probes"]}
     if name == "dcgan_own_loop":
         arms["probes+diversity"] = []

@@ -472,10 +472,9 @@ def _loop(
                 break
         bar.close()
         last = step
-        online = monitor.detector.decision
-        verdict = monitor.final()  # on the whole run: stable and oscillating are said only now
+        verdict, said = monitor.final()  # on the whole run: stable and oscillating are said only now
         if not quiet:
-            print(f"{_run_name(cfg)}: {stepstats.final_line(verdict, online)}", file=sys.stderr)
+            print(f"{_run_name(cfg)}: {said}", file=sys.stderr)
         run.log(last, stepstats.decision_metrics(verdict).items())
         run.flush()  # the last metrics write belongs to the loop's time (a failed one is retried by finish)
         loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - cpu_loop

@@ -86,7 +86,6 @@ from .stepstats import (
     bn_layers,
     bn_stats_frozen,
     decision_metrics,
-    final_line,
     nonfinite_losses,
     step_values,
 )
@@ -257,9 +256,8 @@ class LoopProbes:
 
             def final():
                 per_sample_artifact()
-                online = self.monitor.detector.decision
-                verdict = self.monitor.final()
-                warn("run %s: %s", self.run_id, final_line(verdict, online))
+                verdict, said = self.monitor.final()
+                warn("run %s: %s", self.run_id, said)
                 self.run.log(max(self.step, 1), decision_metrics(verdict).items())
                 self.run.flush()
                 self.run.set_tag(C.TAG_DIAGNOSIS, verdict.verdict)

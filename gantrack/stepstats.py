@@ -241,8 +241,12 @@ class RunMonitor:
         if n:
             self.detector.update_to_now()
 
-    def final(self) -> Diagnosis:
-        return self.detector.final()
+    def final(self) -> tuple[Diagnosis, str]:
+        """The verdict on the whole run and the line that says it (``final_line``: with the online verdict
+        it replaces, when they differ)."""
+        online = self.detector.decision
+        verdict = self.detector.final()
+        return verdict, final_line(verdict, online)
 
 
 def final_line(verdict: Diagnosis, online: Diagnosis | None) -> str:

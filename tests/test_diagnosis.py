@@ -338,7 +338,7 @@ def _d_wins_loop(probes, steps=120):
     return done
 
 
-def test_loop_probes_stop_on_convergence_failure_ends_the_run_cleanly(store):
+def test_loop_probes_stop_on_convergence_failure_ends_the_run_cleanly(store, caplog):
     D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
     probes = LoopProbes(
         D, order="d-first-same-batch", experiment="stop", tracking_uri=store, stop_on="convergence-failure"
@@ -351,6 +351,9 @@ def test_loop_probes_stop_on_convergence_failure_ends_the_run_cleanly(store):
     assert run.info.status == "FINISHED" and tags[C.TAG_DIAGNOSIS] == "convergence-failure"
     assert tags[C.TAG_STOPPED] == f"convergence-failure at step {done}"
     assert tags[C.TAG_NOTE].startswith("**Diagnosis: convergence-failure")
+    said = [r.getMessage() for r in caplog.records if "at the end:" in r.getMessage()]
+    verdict_line = tags[C.TAG_NOTE].removeprefix("**Diagnosis: ").split(".** ")[0]  # the description's first line
+    assert said == [f"gantrack: run {probes.run_id}: at the end: {verdict_line}"]
     assert C.PER_SAMPLE_ARTIFACT in {a.path for a in MlflowClient(store).list_artifacts(probes.run_id, "probes")}
     onset = run.data.metrics[C.DIAG_ONSET]
     latency = done - onset
