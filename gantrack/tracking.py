@@ -151,11 +151,19 @@ def client(uri: str):
     """An ``MlflowClient`` for ``uri`` (already resolved); store errors become ``GantrackError``."""
     from mlflow.tracking import MlflowClient
 
-    try:
-        with _sqlite_creation_lock(uri):
-            return MlflowClient(tracking_uri=uri)
-    except Exception as e:  # MLflow raises many types for a bad store URI
-        raise GantrackError(f"cannot open tracking store {redact(uri)}: {first_line(e)}") from None
+    path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    for wait in (0.5, 1.0, 2.0, 2.0, 2.0, 0.0):
+        try:
+            with _sqlite_creation_lock(uri):
+                return MlflowClient(tracking_uri=uri)
+        except Exception as e:  # MLflow raises many types for a bad store URI
+            # A process that does not take our lock (the MLflow UI, a plain MlflowClient) may be creating the
+            # same new file's tables: its half-made schema fails our migration ("duplicate column name",
+            # "table ... already exists"). Once it is done the store opens, so wait for it; a file that was
+            # never made (a bad path) fails at once.
+            if path is None or not path.exists() or not wait:
+                raise GantrackError(f"cannot open tracking store {redact(uri)}: {first_line(e)}") from None
+            time.sleep(wait)
 
 
 @contextmanager

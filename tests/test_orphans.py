@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from gantrack import contract as C
 from gantrack.analysis import build_report, load_runs
-from gantrack.tracking import orphan_reason
+from gantrack.tracking import open_store, orphan_reason
 
 from conftest import kill_group, spawn
 
@@ -59,16 +59,21 @@ def test_a_study_killed_mid_way_recovers_on_the_same_command(tmp_path):
     cmd += ["--set", "width=0.0625", "--set", "d_width=0.25"]
     cmd += ["--experiment", "k", "--tracking-uri", uri, "--out", str(tmp_path / "rep")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    client = MlflowClient(uri)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once some run is training
+    # The store is created (tables migrated) before the study starts: a client opened on the new file while
+    # the study migrates it races (CI once saw the study die of it, and the test wait for a run that never came).
+    client = open_store(uri).client
+    log = tmp_path / "first.log"
+    with open(log, "w") as err:
+        first = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    deadline, exp = time.time() + 240, None
+    while time.time() < deadline and first.poll() is None:  # kill once some run is training
         time.sleep(1)
-        exp = client.get_experiment_by_name("k") if (tmp_path / "m.db").exists() else None
+        exp = client.get_experiment_by_name("k")
         if exp and any(r.data.metrics for r in client.search_runs([exp.experiment_id])):
             break
+    assert first.poll() is None, f"the study ended before it was killed:\n{log.read_text()[-2000:]}"
     kill_group(first)
-    exp = client.get_experiment_by_name("k")
+    assert exp is not None, f"no run trained within 240 s:\n{log.read_text()[-2000:]}"
     stranded = [r.info.run_id for r in client.search_runs([exp.experiment_id]) if r.info.status == "RUNNING"]
     assert stranded, "the kill left no run behind: nothing was tested"
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
