@@ -25,6 +25,7 @@ DIV_NDB, DIV_JS = "div/ndb", "div/js"  # NDB/K and JS over K-means bins of the r
 DIV_COVERAGE, DIV_COVERAGE_CEILING, DIV_DENSITY = "div/coverage", "div/coverage_ceiling", "div/density"
 DIV_DUPLICATES = "div/duplicates"  # share of samples with a near-duplicate (real-calibrated threshold)
 DIV_MODES, DIV_QUALITY = "div/modes", "div/quality"  # ring-2d: modes covered of 8, share within 3 sigma
+DIV_MODES_KEPT = "div/modes_kept"  # ring-2d: modes whose nearest-mode cell holds >= 1/4 of its share
 DIV_BATCH_BINS = "div/batch_bins"  # every step: effective number of bins G's training batch occupies
 DIV_BATCH_BINS_NULL = "div/batch_bins_null"  # logged once: the same for real batches of that size
 DIVERSITY_KEYS = (
@@ -38,6 +39,7 @@ DIVERSITY_KEYS = (
     DIV_DUPLICATES,
     DIV_MODES,
     DIV_QUALITY,
+    DIV_MODES_KEPT,
 )
 
 # --- the diagnosis (gantrack.diagnosis), logged by the online detector -----------------------------

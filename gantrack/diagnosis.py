@@ -28,8 +28,10 @@ The rules, first match wins (docs/diagnosis.md gives the reason for every thresh
    near-duplicates for at least ``DUP_COLLAPSE`` of them while covering at most ``COVERAGE_COLLAPSE`` of
    the real-vs-real coverage ceiling (both: blurred but varied samples have close neighbours and full
    coverage; poor but varied ones have low coverage and no duplicates); on ``ring-2d``, at most
-   ``RING_COLLAPSE`` of the 8 modes covered (one dropped is enough) while at least ``RING_QUALITY`` of
-   the samples lie on a mode.
+   ``RING_COLLAPSE`` of the 8 modes kept (``div/modes_kept``: a mode's nearest-mode cell holds at least
+   a quarter of its share of G's samples; one dropped is enough) while G's samples are on the data
+   (quality above the garbage line of rule 5); runs logged before ``div/modes_kept``: at most
+   ``RING_COLLAPSE`` modes covered within 3 σ with at least ``RING_QUALITY`` of the samples on a mode.
    Onset: the first snapshot from which every later one is collapsed (resolution: the snapshot spacing).
 5. ``convergence-failure``, "G's samples are not like the data" (end of run only): the last
    ``COLLAPSED_SNAPSHOTS`` snapshots after the warm-up cover at most ``COVERAGE_GARBAGE`` of the coverage
@@ -421,7 +423,19 @@ def _judge(s, flags, what: list[str], rule: str) -> tuple[int | None | bool, int
 
 def _collapse(snapshots) -> tuple[int | None | bool, int | None, list[str]] | None:
     """``_judge`` of a collapse in the snapshots; None when the run has no snapshots to read."""
-    if C.DIV_MODES in snapshots:
+    if C.DIV_MODES_KEPT in snapshots:
+        s, kept = snapshots[C.DIV_MODES_KEPT]
+        quality = snapshots.get(C.DIV_QUALITY, (s, np.ones(len(s))))[1]
+        if len(quality) != len(s):
+            return None
+        # modes dropped from G's mass, read from the nearest-mode cells, so that a G spread between the
+        # modes (low quality, all 8 cells near 1/8) is not counted as dropping them; a G whose samples are
+        # on no mode at all is the garbage rule's (it has not found the data), not a collapse
+        floor = COVERAGE_GARBAGE * RING_QUALITY_CEILING
+        flags = (kept <= RING_COLLAPSE) & (quality > floor)
+        what = [f"{int(k)} of 8 ring modes kept, quality {q:.2f}" for k, q in zip(kept, quality)]
+        return _judge(s, flags, what, f"≤ {RING_COLLAPSE} modes kept with quality > {floor:.3f}")
+    if C.DIV_MODES in snapshots:  # runs logged before div/modes_kept: the 3-sigma count
         s, modes = snapshots[C.DIV_MODES]
         quality = snapshots.get(C.DIV_QUALITY, (s, np.ones(len(s))))[1]
         # collapse is high-quality samples on few modes (PacGAN, VEEGAN); samples on no mode are a G that

@@ -106,6 +106,46 @@ def test_ring_modes_and_quality_are_counted():
     assert m[C.DIV_MODES] == 8 and m[C.DIV_NDB] <= 0.02
 
 
+def test_ring_modes_kept_count_dropped_modes_whether_samples_are_sharp_or_spread():
+    g = torch.Generator().manual_seed(2)
+    full = ring_2d(2500, g)
+    assert V.ring_modes_kept(full) == 8
+    angle = torch.atan2(full[:, 1], full[:, 0]) % (2 * math.pi)
+    assert V.ring_modes_kept(full[angle < 2.5]) == 4  # the modes at 0, 45, 90, 135°
+    # one mode thinned to 2 % of the samples (a sixth of its share): dropped; to a third of its share: kept
+    cell = (angle > 2 * math.pi / 16) & (angle < 3 * 2 * math.pi / 16)  # the mode at 45°
+    thin = torch.cat([full[~cell], full[cell][: int(0.02 * 2500)]])
+    assert V.ring_modes_kept(thin) == 7
+    third = torch.cat([full[~cell], full[cell][: int(cell.sum()) // 3]])
+    assert V.ring_modes_kept(third) == 8
+    # spread evenly around the circle, between the modes: few within 3 sigma of one, every cell kept
+    theta = torch.rand(2500, generator=g) * 2 * math.pi
+    spread = torch.stack([theta.cos(), theta.sin()], 1) * 2.0
+    assert V.ring_modes(spread)[1] < 0.2 and V.ring_modes_kept(spread) == 8
+    assert V.snapshot_metrics(full, V.reference_for("ring-2d"))[C.DIV_MODES_KEPT] == 8
+
+
+@pytest.mark.parametrize(
+    "kept, quality, verdict",
+    [
+        (6, 0.35, "mode-collapse"),  # dropped modes, G caught between the kept ones: still a collapse
+        (8, 0.25, "stable"),  # spread between all 8 modes: poor, not collapsed
+        (5, 0.02, "convergence-failure"),  # samples on no mode: G has not found the data (garbage rule)
+    ],
+)
+def test_ring_collapse_reads_the_kept_modes_not_the_sharp_ones(kept, quality, verdict):
+    steps, s = _series(1000)
+    snap = steps[steps % 100 == 0]
+    k = np.full(len(snap), float(kept))
+    k[:2] = 1  # the warm-up snapshots never count
+    snaps = {
+        C.DIV_MODES_KEPT: (snap, k),
+        C.DIV_MODES: (snap, np.full(len(snap), 3.0)),  # the 3-sigma count would say 3 of 8 in every case
+        C.DIV_QUALITY: (snap, np.full(len(snap), quality)),
+    }
+    assert decide(steps, s, snaps).verdict == verdict
+
+
 def test_bad_reference_data_is_one_clear_error():
     with pytest.raises(GantrackError, match=r"expected \[-1, 1\]"):
         V.Reference.fit(torch.rand(500, 1, 28, 28) * 255)
