@@ -1,5 +1,7 @@
 """Oscillation estimators against series whose answers are known."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,9 +145,14 @@ def test_bad_series_get_a_reason_not_a_number():
             frame("b", "ok", rng.standard_normal(100)),
             frame("b", "gappy", rng.standard_normal(100), steps=np.arange(100) * 1 + (np.arange(100) > 50) * 40),
             frame("c", "inf", np.r_[np.full(50, np.inf), np.full(50, 1.7976931348623157e308)]),
+            frame("c", "huge", 1e100 * rng.standard_normal(100)),  # finite, but its fourth moment is not
         ]
     )
-    o = oscillation(m, keys=["short", "nan", "const", "ok", "gappy", "inf"]).set_index(["run_id", "key"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a reason, not an overflow on the way to one
+        o = oscillation(m, keys=["short", "nan", "const", "ok", "gappy", "inf", "huge"])
+    o = o.set_index(["run_id", "key"])
+    assert "too large" in o.loc[("c", "huge"), "reason"]
     assert "too short" in o.loc[("a", "short"), "reason"]
     assert "no finite" in o.loc[("a", "nan"), "reason"]
     assert "constant" in o.loc[("a", "const"), "reason"]
