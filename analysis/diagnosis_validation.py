@@ -185,7 +185,7 @@ def main() -> None:
         type=int,
         default=1,
         choices=sorted(ROUNDS),
-        help="1: the first set; 2-4, 6: fresh seeds (3, 4, 6: main job's sizes); 5: the examples only",
+        help="1: the first set; 2-4, 6, 7: fresh seeds (3, 4, 6, 7: main job's sizes); 5: the examples only",
     )
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
