@@ -274,10 +274,7 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
 def ring_modes(samples, modes: int = RING["modes"], radius: float = RING["radius"], std: float = RING["std"]):
     """(modes covered, share of high-quality samples) for the ring of Gaussians."""
     x = _flat(samples)
-    angle = 2 * math.pi * torch.arange(modes) / modes
-    centres = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1) * radius
-    d = torch.cdist(x, centres)
-    near = d.min(dim=1)
+    near = _nearest_mode(x, modes, radius)
     good = near.values < 3 * std
     per_mode = torch.bincount(near.indices[good], minlength=modes)
     return int((per_mode >= MODE_SHARE * len(x)).sum()), float(good.float().mean())
@@ -287,10 +284,15 @@ def ring_modes_kept(samples, modes: int = RING["modes"], radius: float = RING["r
     """Modes of the ring whose cell (the samples nearest to that mode's centre, however far) holds at
     least ``KEPT_SHARE`` of the 1/``modes`` share the data gives it."""
     x = _flat(samples)
+    per_cell = torch.bincount(_nearest_mode(x, modes, radius).indices, minlength=modes)
+    return int((per_cell >= KEPT_SHARE * len(x) / modes).sum())
+
+
+def _nearest_mode(x: torch.Tensor, modes: int, radius: float):
+    """Each point's distance to the nearest of the ring's mode centres, and which one (``values``, ``indices``)."""
     angle = 2 * math.pi * torch.arange(modes) / modes
     centres = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1) * radius
-    per_cell = torch.bincount(torch.cdist(x, centres).argmin(dim=1), minlength=modes)
-    return int((per_cell >= KEPT_SHARE * len(x) / modes).sum())
+    return torch.cdist(x, centres).min(dim=1)
 
 
 def snapshot_metrics(samples, ref: Reference) -> dict[str, float]:

@@ -151,27 +151,34 @@ def client(uri: str):
     """An ``MlflowClient`` for ``uri`` (already resolved); store errors become ``GantrackError``."""
     from mlflow.tracking import MlflowClient
 
-    path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-    for wait in (0.5, 1.0, 2.0, 2.0, 2.0, 0.0):
-        try:
-            with _sqlite_creation_lock(uri):
-                return MlflowClient(tracking_uri=uri)
-        except Exception as e:  # MLflow raises many types for a bad store URI
-            # A process that does not take our lock (the MLflow UI, a plain MlflowClient) may be creating the
-            # same new file's tables: its half-made schema fails our migration ("duplicate column name",
-            # "table ... already exists"). Once it is done the store opens, so wait for it; a file that was
-            # never made (a bad path) fails at once.
-            if path is None or not path.exists() or not wait:
-                raise GantrackError(f"cannot open tracking store {redact(uri)}: {first_line(e)}") from None
-            time.sleep(wait)
+    def open_client():
+        with _sqlite_creation_lock(uri):
+            return MlflowClient(tracking_uri=uri)
+
+    # A process that does not take our lock (the MLflow UI, a plain MlflowClient) may be creating the same
+    # new file's tables: its half-made schema fails our migration ("duplicate column name", "table ...
+    # already exists"). Once it is done the store opens, so wait for it (0.5 + 1 + 2 + 4 s); a file that
+    # was never made (a bad path) fails at once.
+    path = sqlite_file(uri)
+    try:
+        return retry(open_client, attempts=5, first_wait=0.5, transient=lambda e: path is not None and path.exists())
+    except Exception as e:  # MLflow raises many types for a bad store URI
+        raise GantrackError(f"cannot open tracking store {redact(uri)}: {first_line(e)}") from None
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; None for other stores and in-memory sqlite."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return None
+    return Path(uri[len("sqlite:///") :])
 
 
 @contextmanager
 def _sqlite_creation_lock(uri: str):
     """Opening a sqlite store creates and migrates its tables; two processes doing it at once on a new
     file race (MLflow fails with "duplicate column name"). Serialise the opening per database file."""
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
+    path = sqlite_file(uri)
+    if path is None:
         yield
         return
     import fcntl
@@ -313,15 +320,17 @@ def _transient(e: Exception) -> bool:
     return any(t in text for t in TRANSIENT)
 
 
-def retry(fn, *args, attempts: int = 8, first_wait: float = 0.25, **kwargs):
+def retry(fn, *args, attempts: int = 8, first_wait: float = 0.25, transient=None, **kwargs):
     """Call ``fn``, retrying transient store errors (sqlite "database is locked", a server that is
-    restarting) with exponential back-off: 0.25 s, 0.5 s, ... (about a minute in all)."""
+    restarting; ``transient(e)`` says which, by default these) with exponential back-off: 0.25 s,
+    0.5 s, ... (about a minute in all)."""
+    transient = transient or _transient
     wait = first_wait
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            if i == attempts - 1 or not _transient(e):
+            if i == attempts - 1 or not transient(e):
                 raise
             time.sleep(wait)
             wait = min(wait * 2, 16)
